@@ -1,0 +1,351 @@
+//! Guard decisions and the action history.
+
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::{Store, StoreError};
+
+/// Identifies the Kubernetes object an action targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetKey {
+    /// Cluster name.
+    pub cluster: String,
+    /// Namespace; empty for cluster-scoped kinds.
+    pub namespace: String,
+    /// Kind label (`deployment`, `pod`, ...).
+    pub kind: String,
+    /// Object name.
+    pub name: String,
+}
+
+impl TargetKey {
+    /// Returns the text that keys the per-target advisory lock.
+    fn lock_key(&self) -> String {
+        // NUL cannot occur in any of the parts, so distinct targets never
+        // produce the same text.
+        format!("{}\0{}\0{}\0{}", self.cluster, self.namespace, self.kind, self.name)
+    }
+}
+
+/// The latest earlier action of a kind on a target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentAction {
+    /// Its id.
+    pub action_id: Uuid,
+    /// When the guard approved it.
+    pub approved_at: DateTime<Utc>,
+    /// Its execution status.
+    pub status: String,
+}
+
+/// A guard decision to store.
+#[derive(Debug, Clone)]
+pub struct DecisionRecord {
+    /// Proposal id.
+    pub proposal_id: Uuid,
+    /// Correlation id of the alert.
+    pub correlation_id: Uuid,
+    /// `approved` or `rejected`.
+    pub verdict: &'static str,
+    /// Every reason, in the order the checks ran.
+    pub reasons: Vec<String>,
+    /// The encoded decision event.
+    pub event: Vec<u8>,
+}
+
+/// The history row of an approved action.
+#[derive(Debug, Clone)]
+pub struct ActionRecord {
+    /// Registry action name.
+    pub action: String,
+    /// Action parameters, as a JSON object.
+    pub parameters: serde_json::Value,
+    /// The analyzer's confidence.
+    pub confidence: f64,
+}
+
+/// A decision in progress: a transaction holding the target's advisory
+/// lock, so that replicas deciding on the same target take turns.
+pub struct DecisionTx {
+    tx: Transaction<'static, Postgres>,
+    target: TargetKey,
+}
+
+impl DecisionTx {
+    /// Returns the latest `action` on the target approved at or after
+    /// `since`, if any.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn latest_action_since(
+        &mut self,
+        action: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<RecentAction>, StoreError> {
+        let row: Option<(Uuid, DateTime<Utc>, String)> = sqlx::query_as(
+            "SELECT action_id, approved_at, status FROM actions
+             WHERE cluster = $1 AND namespace = $2 AND target_kind = $3 AND target_name = $4
+               AND action = $5 AND approved_at >= $6
+             ORDER BY approved_at DESC
+             LIMIT 1",
+        )
+        .bind(&self.target.cluster)
+        .bind(&self.target.namespace)
+        .bind(&self.target.kind)
+        .bind(&self.target.name)
+        .bind(action)
+        .bind(since)
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(StoreError::query("look up recent actions"))?;
+        Ok(row.map(|(action_id, approved_at, status)| RecentAction {
+            action_id,
+            approved_at,
+            status,
+        }))
+    }
+
+    /// Stores the decision, and for an approval the action history row,
+    /// then commits and releases the lock.
+    ///
+    /// Returns the stored decision event: `decision.event`, or the one a
+    /// concurrent delivery of the same proposal stored first.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn commit(
+        mut self,
+        decision: &DecisionRecord,
+        approved: Option<&ActionRecord>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO decisions (proposal_id, correlation_id, cluster, verdict, reasons, event)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (proposal_id) DO NOTHING",
+        )
+        .bind(decision.proposal_id)
+        .bind(decision.correlation_id)
+        .bind(&self.target.cluster)
+        .bind(decision.verdict)
+        .bind(&decision.reasons)
+        .bind(&decision.event)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(StoreError::query("insert decision"))?
+        .rows_affected();
+
+        if inserted == 1
+            && let Some(action) = approved
+        {
+            sqlx::query(
+                "INSERT INTO actions
+                     (action_id, correlation_id, cluster, namespace, target_kind, target_name,
+                      action, parameters, confidence)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(decision.proposal_id)
+            .bind(decision.correlation_id)
+            .bind(&self.target.cluster)
+            .bind(&self.target.namespace)
+            .bind(&self.target.kind)
+            .bind(&self.target.name)
+            .bind(&action.action)
+            .bind(&action.parameters)
+            .bind(action.confidence)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(StoreError::query("insert action"))?;
+        }
+
+        let event: Vec<u8> = sqlx::query_scalar("SELECT event FROM decisions WHERE proposal_id = $1")
+            .bind(decision.proposal_id)
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(StoreError::query("load stored decision"))?;
+        self.tx
+            .commit()
+            .await
+            .map_err(StoreError::query("commit decision"))?;
+        Ok(event)
+    }
+}
+
+/// What execute should do with an approved action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// Execute it; `attempts` counts this attempt, so more than 1 means an
+    /// earlier attempt was interrupted and may have had its effect.
+    Run {
+        /// Attempts so far, this one included.
+        attempts: i32,
+    },
+    /// It already finished; republish this `executed` event.
+    Finished {
+        /// The stored event.
+        event: Vec<u8>,
+    },
+    /// No history row exists for it.
+    Missing,
+}
+
+/// The result of an execution, to store in the history.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// `dry_run` or `live`.
+    pub mode: &'static str,
+    /// Whether it succeeded.
+    pub succeeded: bool,
+    /// One line per change made or planned.
+    pub changes: Vec<String>,
+    /// Why it failed; empty on success.
+    pub error: String,
+    /// The encoded `executed` event.
+    pub event: Vec<u8>,
+}
+
+/// A row of the action history, for operators.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ActionRow {
+    /// Action id.
+    pub action_id: Uuid,
+    /// Correlation id of the alert.
+    pub correlation_id: Uuid,
+    /// Cluster name.
+    pub cluster: String,
+    /// Target namespace.
+    pub namespace: String,
+    /// Target kind label.
+    pub target_kind: String,
+    /// Target name.
+    pub target_name: String,
+    /// Registry action name.
+    pub action: String,
+    /// Parameters as JSON.
+    pub parameters: serde_json::Value,
+    /// Execution status.
+    pub status: String,
+    /// `dry_run` or `live`, once executed.
+    pub mode: Option<String>,
+    /// Changes made or planned.
+    pub changes: Vec<String>,
+    /// Error of a failed execution.
+    pub error: String,
+    /// Execution attempts.
+    pub attempts: i32,
+    /// When the guard approved it.
+    pub approved_at: DateTime<Utc>,
+    /// When execution finished.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Opens a decision transaction holding the advisory lock of `target`.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn begin_decision(&self, target: TargetKey) -> Result<DecisionTx, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query("begin decision"))?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(target.lock_key())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("lock target"))?;
+        Ok(DecisionTx { tx, target })
+    }
+
+    /// Returns the stored decision event of a proposal, if it was decided.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn stored_decision(&self, proposal_id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
+        sqlx::query_scalar("SELECT event FROM decisions WHERE proposal_id = $1")
+            .bind(proposal_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::query("load stored decision"))
+    }
+
+    /// Claims an approved action for execution and counts the attempt.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn claim_action(&self, action_id: Uuid) -> Result<Claim, StoreError> {
+        let claimed: Option<i32> = sqlx::query_scalar(
+            "UPDATE actions
+             SET status = 'executing', attempts = attempts + 1, started_at = coalesce(started_at, now())
+             WHERE action_id = $1 AND status IN ('approved', 'executing')
+             RETURNING attempts",
+        )
+        .bind(action_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query("claim action"))?;
+        if let Some(attempts) = claimed {
+            return Ok(Claim::Run { attempts });
+        }
+
+        let finished: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT executed_event FROM actions WHERE action_id = $1")
+                .bind(action_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::query("load executed event"))?;
+        Ok(match finished {
+            Some(Some(event)) => Claim::Finished { event },
+            // A finished row always stores its event, so a row without one
+            // is unreachable; treat it like a missing row.
+            Some(None) | None => Claim::Missing,
+        })
+    }
+
+    /// Stores the result of an execution and returns the event to publish:
+    /// `finish.event`, or the one stored by an attempt that finished first.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn finish_action(&self, action_id: Uuid, finish: &Finish) -> Result<Vec<u8>, StoreError> {
+        sqlx::query(
+            "UPDATE actions
+             SET status = $2, mode = $3, changes = $4, error = $5, executed_event = $6, finished_at = now()
+             WHERE action_id = $1 AND status IN ('approved', 'executing')",
+        )
+        .bind(action_id)
+        .bind(if finish.succeeded { "succeeded" } else { "failed" })
+        .bind(finish.mode)
+        .bind(&finish.changes)
+        .bind(&finish.error)
+        .bind(&finish.event)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("finish action"))?;
+
+        let event: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT executed_event FROM actions WHERE action_id = $1")
+                .bind(action_id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(StoreError::query("load executed event"))?;
+        Ok(event.unwrap_or_else(|| finish.event.clone()))
+    }
+
+    /// Returns the most recent rows of the action history, newest first.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn recent_actions(&self, limit: i64) -> Result<Vec<ActionRow>, StoreError> {
+        sqlx::query_as(
+            "SELECT action_id, correlation_id, cluster, namespace, target_kind, target_name, action,
+                    parameters, status, mode, changes, error, attempts, approved_at, finished_at
+             FROM actions ORDER BY approved_at DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("list actions"))
+    }
+}
