@@ -389,6 +389,24 @@ pub fn parameters_from_json(
     Ok(params)
 }
 
+/// Converts protobuf parameter values into a JSON object, for storage.
+pub fn parameters_to_json(params: &HashMap<String, ParameterValue>) -> Value {
+    let object = params
+        .iter()
+        .map(|(name, value)| {
+            let value = match &value.kind {
+                Some(ValueKind::IntValue(v)) => json!(v),
+                Some(ValueKind::NumberValue(v)) => json!(v),
+                Some(ValueKind::StringValue(v)) => json!(v),
+                Some(ValueKind::BoolValue(v)) => json!(v),
+                None => Value::Null,
+            };
+            (name.clone(), value)
+        })
+        .collect();
+    Value::Object(object)
+}
+
 /// Returns the JSON schema of an action's parameters object.
 pub fn parameters_schema(spec: &ActionSpec) -> Value {
     let mut properties = serde_json::Map::new();

@@ -5,12 +5,14 @@
 mod consume;
 mod subjects;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use steward_config::NatsConfig;
+use steward_telemetry::{Metrics, PublishLabels};
 use tokio_util::sync::CancellationToken;
 
 pub use steward_telemetry::error_chain;
@@ -20,6 +22,16 @@ pub use subjects::{Names, Stage, subject_token};
 
 /// Header naming the protobuf message type of a payload.
 pub const CONTENT_TYPE: &str = "Content-Type";
+
+/// Content type of every message on the remediation stream.
+pub const REMEDIATION_CONTENT_TYPE: &str = "application/protobuf; proto=steward.v1.RemediationEvent";
+
+/// Returns the id of the `stage` event derived from `base` (a proposal id,
+/// or the correlation id for `resolved`). The same inputs always give the
+/// same id, so a retried publish carries the same `Nats-Msg-Id`.
+pub fn event_id(base: &uuid::Uuid, stage: Stage) -> uuid::Uuid {
+    uuid::Uuid::new_v5(base, stage.as_str().as_bytes())
+}
 
 /// Errors of the bus layer.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +105,7 @@ pub struct Bus {
     jetstream: jetstream::Context,
     names: Names,
     config: NatsConfig,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Bus {
@@ -171,7 +184,14 @@ impl Bus {
             jetstream,
             names: Names::new(config),
             config: config.clone(),
+            metrics: None,
         }
+    }
+
+    /// Counts every publish in `metrics` from now on.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Returns the stream and subject names.
@@ -308,13 +328,54 @@ impl Bus {
             .map_err(|e| consumer_error(e.into()))
     }
 
+    /// Publishes an encoded `RemediationEvent` on the subject of `stage`
+    /// and `cluster`, with its event id as `Nats-Msg-Id`.
+    ///
+    /// # Errors
+    /// Fails as [`Bus::publish`] does.
+    pub async fn publish_event(
+        &self,
+        stage: Stage,
+        cluster: &str,
+        event_id: &str,
+        payload: Bytes,
+    ) -> Result<Published, BusError> {
+        let subject = self.names.remediation(stage, cluster);
+        self.publish(subject, stage.as_str(), event_id, REMEDIATION_CONTENT_TYPE, payload)
+            .await
+    }
+
     /// Publishes `payload` with a `Nats-Msg-Id`, waits for JetStream's
-    /// acknowledgement and reports whether it was a duplicate.
+    /// acknowledgement and reports whether it was a duplicate. `kind`
+    /// labels the publish in the metrics (`alert` or a stage).
     ///
     /// # Errors
     /// Fails when JetStream does not acknowledge the message in time or
     /// rejects it (stream full, no stream for the subject).
     pub async fn publish(
+        &self,
+        subject: String,
+        kind: &'static str,
+        message_id: &str,
+        content_type: &str,
+        payload: Bytes,
+    ) -> Result<Published, BusError> {
+        let result = self.publish_uncounted(subject, message_id, content_type, payload).await;
+        if let Some(metrics) = &self.metrics {
+            let result = match &result {
+                Ok(published) if published.duplicate => "duplicate",
+                Ok(_) => "stored",
+                Err(_) => "error",
+            };
+            metrics
+                .published
+                .get_or_create(&PublishLabels { kind, result })
+                .inc();
+        }
+        result
+    }
+
+    async fn publish_uncounted(
         &self,
         subject: String,
         message_id: &str,

@@ -37,6 +37,8 @@ pub struct RecentAction {
     pub approved_at: DateTime<Utc>,
     /// Its execution status.
     pub status: String,
+    /// Time since the approval, by the database's clock.
+    pub age: std::time::Duration,
 }
 
 /// A guard decision to store.
@@ -73,20 +75,23 @@ pub struct DecisionTx {
 }
 
 impl DecisionTx {
-    /// Returns the latest `action` on the target approved at or after
-    /// `since`, if any.
+    /// Returns the latest `action` on the target approved within `window`
+    /// before now, by the database's clock, so that replicas with skewed
+    /// clocks agree.
     ///
     /// # Errors
     /// Fails when the database is unreachable.
-    pub async fn latest_action_since(
+    pub async fn latest_action_within(
         &mut self,
         action: &str,
-        since: DateTime<Utc>,
+        window: std::time::Duration,
     ) -> Result<Option<RecentAction>, StoreError> {
-        let row: Option<(Uuid, DateTime<Utc>, String)> = sqlx::query_as(
-            "SELECT action_id, approved_at, status FROM actions
+        let row: Option<(Uuid, DateTime<Utc>, String, f64)> = sqlx::query_as(
+            "SELECT action_id, approved_at, status,
+                    extract(epoch FROM now() - approved_at)::double precision
+             FROM actions
              WHERE cluster = $1 AND namespace = $2 AND target_kind = $3 AND target_name = $4
-               AND action = $5 AND approved_at >= $6
+               AND action = $5 AND approved_at >= now() - make_interval(secs => $6)
              ORDER BY approved_at DESC
              LIMIT 1",
         )
@@ -95,14 +100,15 @@ impl DecisionTx {
         .bind(&self.target.kind)
         .bind(&self.target.name)
         .bind(action)
-        .bind(since)
+        .bind(window.as_secs_f64())
         .fetch_optional(&mut *self.tx)
         .await
         .map_err(StoreError::query("look up recent actions"))?;
-        Ok(row.map(|(action_id, approved_at, status)| RecentAction {
+        Ok(row.map(|(action_id, approved_at, status, age)| RecentAction {
             action_id,
             approved_at,
             status,
+            age: std::time::Duration::from_secs_f64(age.max(0.0)),
         }))
     }
 

@@ -1,1 +1,121 @@
-//! placeholder
+//! Test support for Steward: unique NATS and Postgres namespaces per test,
+//! polling with a deadline, and an in-memory Kubernetes API over HTTP.
+//!
+//! Tests run against the real NATS (with JetStream) and Postgres servers
+//! named by `STEWARD_TEST_NATS_URL` and `STEWARD_TEST_DATABASE_URL`, which
+//! default to the local servers on their standard ports.
+
+pub mod kube;
+
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::Connection;
+use steward_config::{DatabaseConfig, NatsConfig};
+
+/// Returns the NATS URL tests use.
+pub fn nats_url() -> String {
+    std::env::var("STEWARD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// Returns the URL of a Postgres database in which tests may create
+/// databases.
+pub fn postgres_admin_url() -> String {
+    std::env::var("STEWARD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Returns a short name that no other test run uses, starting with `prefix`.
+pub fn unique_name(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}{}", &id[..12])
+}
+
+/// Returns a NATS configuration with a subject and stream prefix of its
+/// own, so that tests sharing one server never see each other's messages.
+pub fn isolated_nats() -> NatsConfig {
+    let name = unique_name("t");
+    NatsConfig::local(&nats_url(), &name, &name.to_uppercase())
+}
+
+/// A database created for one test.
+pub struct TestDatabase {
+    /// Its connection URL.
+    pub url: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl TestDatabase {
+    /// Creates an empty database named `steward_test_<random>`.
+    ///
+    /// # Panics
+    /// Panics when Postgres is unreachable, naming the URL.
+    pub async fn create() -> Self {
+        let admin_url = postgres_admin_url();
+        let name = unique_name("steward_test_");
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("Postgres at {admin_url} is not reachable: {e}"));
+        // A database name cannot be a bind parameter; `name` is generated
+        // above from hex digits only.
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("failed to create database {name}: {e}"));
+        let url = match admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => panic!("STEWARD_TEST_DATABASE_URL {admin_url} has no database path"),
+        };
+        Self { url, name }
+    }
+
+    /// Returns a configuration pointing at the database.
+    pub fn config(&self) -> DatabaseConfig {
+        DatabaseConfig::with_url(&self.url)
+    }
+
+    /// Opens a pool on the database, for assertions.
+    ///
+    /// # Panics
+    /// Panics when the database is unreachable.
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("database {} is not reachable: {e}", self.name))
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, and returns the value.
+///
+/// # Panics
+/// Panics after `timeout` with `what`, which should name the condition and
+/// the likely bug.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Returns a loopback port that was free a moment ago, for a child process
+/// that must be told its port.
+///
+/// # Panics
+/// Panics when no port can be bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"))
+}

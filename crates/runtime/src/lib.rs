@@ -1,0 +1,112 @@
+//! The life cycle every consuming service shares: serve the admin
+//! endpoints, connect to Postgres and NATS (retrying until they are up),
+//! migrate, create the streams, consume until shutdown, then drain.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use steward_bus::{Bus, ConsumerSpec, Handler};
+use steward_config::{DatabaseConfig, NatsConfig};
+use steward_store::Store;
+use steward_telemetry::{Metrics, Readiness};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A started service: its connections, metrics and readiness.
+pub struct Service {
+    /// Service name, as it appears in logs and the NATS client name.
+    pub name: &'static str,
+    /// NATS connection.
+    pub bus: Bus,
+    /// Postgres pool.
+    pub store: Store,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Readiness reported on `/readyz`.
+    pub readiness: Readiness,
+    admin: JoinHandle<std::io::Result<()>>,
+    shutdown: CancellationToken,
+}
+
+impl Service {
+    /// Serves the admin endpoints on `admin`, then connects to Postgres
+    /// and NATS, applies migrations and creates the streams.
+    ///
+    /// `/healthz` answers as soon as this starts; `/readyz` only once the
+    /// consumer runs and both connections are up.
+    ///
+    /// # Errors
+    /// Fails when migrations or stream creation fail, or shutdown is
+    /// requested while a dependency is still unreachable.
+    pub async fn start(
+        name: &'static str,
+        nats: &NatsConfig,
+        database: &DatabaseConfig,
+        admin: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new());
+        let readiness = Readiness::default();
+        let admin = tokio::spawn(steward_telemetry::serve_admin(
+            admin,
+            readiness.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+
+        let store = Store::connect(database, &shutdown)
+            .await
+            .context("while connecting to Postgres")?;
+        store.migrate().await.context("while migrating the database")?;
+        let bus = Bus::connect(nats, &format!("steward-{name}"), &shutdown)
+            .await
+            .context("while connecting to NATS")?
+            .with_metrics(metrics.clone());
+        bus.ensure_streams().await.context("while creating streams")?;
+
+        let connected = bus.clone();
+        readiness.add_check("nats", move || connected.is_connected());
+        let open = store.clone();
+        readiness.add_check("postgres", move || open.is_open());
+
+        Ok(Self {
+            name,
+            bus,
+            store,
+            metrics,
+            readiness,
+            admin,
+            shutdown,
+        })
+    }
+
+    /// Consumes `spec` with `handler` until shutdown, records dead letters
+    /// in Postgres, then drains and stops the admin endpoints.
+    ///
+    /// # Errors
+    /// Fails when the durable consumer cannot be created.
+    pub async fn consume<H: Handler>(self, spec: ConsumerSpec, handler: Arc<H>) -> anyhow::Result<()> {
+        self.readiness.mark_started();
+        let result = steward_bus::consume(
+            &self.bus,
+            spec,
+            handler,
+            Arc::new(self.store.clone()),
+            self.metrics.clone(),
+            self.shutdown.clone(),
+        )
+        .await
+        .context("while consuming");
+
+        self.readiness.mark_stopping();
+        self.shutdown.cancel();
+        match self.admin.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(error = %error, "admin server stopped with an error"),
+            Err(error) => tracing::warn!(error = %error, "admin server task failed"),
+        }
+        tracing::info!(service = self.name, "stopped");
+        result
+    }
+}

@@ -1,0 +1,1 @@
+//! Tests of the fake API server through kube-rs.

@@ -1,0 +1,115 @@
+//! Resolves the Kubernetes objects an alert is about from its labels.
+//!
+//! kube-state-metrics and kube-prometheus alerts name their object in the
+//! labels `namespace` plus one of `pod`, `deployment`, `statefulset`,
+//! `daemonset` or `persistentvolumeclaim`; node alerts use `node`. These
+//! objects are the only targets an analyzer may choose for the alert.
+
+use std::collections::HashMap;
+
+use steward_proto::v1::{Target, TargetKind};
+
+/// Label names and kinds, most specific first: a pod alert often also
+/// carries the node it runs on, and the pod is what it is about.
+const LABELS: [(&str, TargetKind); 6] = [
+    ("persistentvolumeclaim", TargetKind::PersistentVolumeClaim),
+    ("pod", TargetKind::Pod),
+    ("deployment", TargetKind::Deployment),
+    ("statefulset", TargetKind::Statefulset),
+    ("daemonset", TargetKind::Daemonset),
+    ("node", TargetKind::Node),
+];
+
+/// Returns the objects named by the alert's labels, most specific first.
+///
+/// A namespaced kind without a `namespace` label is skipped, because
+/// Steward cannot tell which object it means.
+pub fn candidates(labels: &HashMap<String, String>) -> Vec<Target> {
+    let namespace = labels
+        .get("namespace")
+        .map(|namespace| namespace.trim())
+        .filter(|namespace| !namespace.is_empty());
+    LABELS
+        .iter()
+        .filter_map(|(label, kind)| {
+            let name = labels.get(*label)?.trim();
+            if !is_object_name(name) {
+                return None;
+            }
+            let namespace = if *kind == TargetKind::Node {
+                String::new()
+            } else {
+                namespace?.to_owned()
+            };
+            Some(Target {
+                kind: *kind as i32,
+                namespace,
+                name: name.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Returns the target of an alert that names no usable object: an
+/// unspecified kind, to which only escalation applies.
+pub fn unresolved() -> Target {
+    Target {
+        kind: TargetKind::Unspecified as i32,
+        namespace: String::new(),
+        name: String::new(),
+    }
+}
+
+/// Checks the Kubernetes object name rules (RFC 1123 subdomain: lower-case
+/// alphanumerics, `-` and `.`, at most 253 characters), so that a label
+/// value never reaches an API path unchecked.
+fn is_object_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn pod_comes_before_its_node() {
+        let found = candidates(&labels(&[
+            ("namespace", "shop"),
+            ("pod", "cart-1"),
+            ("node", "worker-2"),
+        ]));
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].kind(), TargetKind::Pod);
+        assert_eq!(found[0].to_string(), "pod/shop/cart-1");
+        assert_eq!(found[1].to_string(), "node/worker-2");
+    }
+
+    #[test]
+    fn namespaced_kinds_need_a_namespace() {
+        let found = candidates(&labels(&[("deployment", "cart")]));
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn invalid_object_names_are_skipped() {
+        let found = candidates(&labels(&[
+            ("namespace", "shop"),
+            ("deployment", "../../secrets"),
+            ("pod", "Cart"),
+        ]));
+        assert!(found.is_empty(), "{found:?}");
+    }
+}

@@ -1,0 +1,61 @@
+//! Configuration of the execute service.
+
+use std::path::PathBuf;
+
+use steward_config::{AdminConfig, ConsumerConfig, DatabaseConfig, NatsConfig};
+
+/// Command line and environment of `steward-execute`.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "steward-execute", version, about = "Applies approved actions through the Kubernetes API, dry-run by default")]
+pub struct Config {
+    /// Name of the durable consumer that all execute replicas share.
+    #[arg(long, env = "STEWARD_EXECUTE_CONSUMER", default_value = "execute")]
+    pub consumer_name: String,
+
+    /// `dry-run` records and reports what each action would change and
+    /// changes nothing; `live` applies actions to the cluster.
+    #[arg(long, env = "STEWARD_EXECUTE_MODE", value_enum, default_value_t = Mode::DryRun)]
+    pub mode: Mode,
+
+    /// Kubeconfig file. Unset: `KUBECONFIG`, then `~/.kube/config`, then
+    /// the in-cluster service account. Live mode fails at start without
+    /// credentials; dry-run mode then describes the planned requests
+    /// without reading the objects.
+    #[arg(long, env = "STEWARD_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// NATS connection and naming.
+    #[command(flatten)]
+    pub nats: NatsConfig,
+
+    /// Consumer concurrency and retries.
+    #[command(flatten)]
+    pub consumer: ConsumerConfig,
+
+    /// Postgres connection.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    /// Admin endpoints and logs.
+    #[command(flatten)]
+    pub admin: AdminConfig,
+}
+
+/// Whether execute changes the cluster.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Describe every change and make none.
+    DryRun,
+    /// Apply changes through the Kubernetes API.
+    Live,
+}
+
+impl Mode {
+    /// Returns the name stored in the action history.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::DryRun => "dry_run",
+            Mode::Live => "live",
+        }
+    }
+}

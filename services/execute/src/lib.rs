@@ -1,0 +1,91 @@
+//! The execute service: applies approved actions through the Kubernetes
+//! API, dry-run by default.
+//!
+//! Each `approved` event is claimed in the action history, executed (or in
+//! dry-run mode described) and finished there with its changes, then
+//! published on `<prefix>.remediation.executed.<cluster>`. A redelivered
+//! approval of a finished action republishes the stored result and acts
+//! no second time.
+
+pub mod actions;
+pub mod config;
+mod handler;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use steward_bus::{ConsumerSpec, Stage};
+use steward_runtime::Service;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use actions::Executor;
+pub use config::{Config, Mode};
+pub use handler::DecisionHandler;
+
+/// Builds a Kubernetes client from the kubeconfig option or the
+/// environment. In dry-run mode a missing configuration is not an error.
+///
+/// # Errors
+/// Fails in live mode when no usable configuration is found.
+pub async fn kube_client(config: &Config) -> anyhow::Result<Option<kube::Client>> {
+    let loaded = match &config.kubeconfig {
+        Some(path) => {
+            let options = kube::config::KubeConfigOptions::default();
+            match kube::config::Kubeconfig::read_from(path) {
+                Ok(kubeconfig) => kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(anyhow::Error::from),
+                Err(error) => Err(anyhow::Error::from(error)),
+            }
+            .with_context(|| format!("while loading kubeconfig {}", path.display()))
+        }
+        None => kube::Config::infer()
+            .await
+            .context("while looking for a kubeconfig or in-cluster credentials"),
+    };
+    let kube_config = match (loaded, config.mode) {
+        (Ok(kube_config), _) => kube_config,
+        (Err(error), Mode::Live) => return Err(error.context("live mode needs Kubernetes credentials")),
+        (Err(error), Mode::DryRun) => {
+            tracing::info!(
+                error = format!("{error:#}"),
+                "no Kubernetes credentials; dry-run describes the planned requests without reading objects"
+            );
+            return Ok(None);
+        }
+    };
+    tracing::info!(cluster_url = %kube_config.cluster_url, "Kubernetes API configured");
+    let client = kube::Client::try_from(kube_config).context("while building the Kubernetes client")?;
+    Ok(Some(client))
+}
+
+/// Runs execute until `shutdown` is cancelled.
+///
+/// # Errors
+/// Fails when live mode has no Kubernetes credentials, or NATS, Postgres or
+/// the durable consumer cannot be set up.
+pub async fn run(config: Config, admin: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let client = kube_client(&config).await?;
+    match config.mode {
+        Mode::DryRun => tracing::info!("dry-run mode: actions are described, nothing is changed"),
+        Mode::Live => tracing::warn!("live mode: approved actions change the cluster"),
+    }
+
+    let service = Service::start("execute", &config.nats, &config.database, admin, shutdown).await?;
+
+    let spec = ConsumerSpec {
+        stream: service.bus.names().remediation_stream(),
+        durable: config.consumer_name.clone(),
+        filter: service.bus.names().remediation_stage(Stage::Approved),
+        description: "Steward execute: applies approved actions".to_owned(),
+        settings: config.consumer.clone(),
+    };
+    let handler = Arc::new(DecisionHandler::new(
+        service.bus.clone(),
+        service.store.clone(),
+        Executor::new(client, config.mode),
+        service.metrics.clone(),
+    ));
+    service.consume(spec, handler).await
+}

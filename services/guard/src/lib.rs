@@ -1,0 +1,50 @@
+//! The guard service: a hard gate between proposals and execution.
+//!
+//! For each `proposed` event the guard re-validates the action against the
+//! registry, checks the confidence threshold and the cooldown (the same
+//! action on the same target, read from the action history in Postgres),
+//! and publishes `approved` or `rejected` with every reason. The decision,
+//! and for an approval the action history row, are committed in one
+//! transaction that holds the target's advisory lock, so replicas deciding
+//! on one target take turns and cannot both approve.
+
+pub mod config;
+mod handler;
+
+use std::sync::Arc;
+
+use steward_bus::{ConsumerSpec, Stage};
+use steward_runtime::Service;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, Policy};
+pub use handler::{ProposalHandler, Verdict, evaluate_static};
+
+/// Runs the guard until `shutdown` is cancelled.
+///
+/// # Errors
+/// Fails when NATS, Postgres or the durable consumer cannot be set up.
+pub async fn run(config: Config, admin: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    tracing::info!(
+        min_confidence = config.policy.min_confidence,
+        cooldown = ?config.policy.cooldown,
+        "guard policy"
+    );
+    let service = Service::start("guard", &config.nats, &config.database, admin, shutdown).await?;
+
+    let spec = ConsumerSpec {
+        stream: service.bus.names().remediation_stream(),
+        durable: config.consumer_name.clone(),
+        filter: service.bus.names().remediation_stage(Stage::Proposed),
+        description: "Steward guard: approves or rejects proposals".to_owned(),
+        settings: config.consumer.clone(),
+    };
+    let handler = Arc::new(ProposalHandler::new(
+        service.bus.clone(),
+        service.store.clone(),
+        config.policy.clone(),
+        service.metrics.clone(),
+    ));
+    service.consume(spec, handler).await
+}
