@@ -10,7 +10,11 @@ use steward_store::Store;
 
 /// Operator commands for Steward.
 #[derive(Parser, Debug)]
-#[command(name = "steward", version, about = "Inspect Steward's action history and dead letters")]
+#[command(
+    name = "steward",
+    version,
+    about = "Inspect Steward's action history and dead letters"
+)]
 struct Cli {
     #[command(flatten)]
     database: DatabaseConfig,

@@ -124,13 +124,11 @@ pub static REGISTRY: &[ActionSpec] = &[
         }],
         targets: &[TargetKind::Deployment],
         risk: Risk::Medium,
-        permissions: &[
-            Permission {
-                api_group: "apps",
-                resource: "deployments/scale",
-                verbs: &["get", "patch"],
-            },
-        ],
+        permissions: &[Permission {
+            api_group: "apps",
+            resource: "deployments/scale",
+            verbs: &["get", "patch"],
+        }],
     },
     ActionSpec {
         name: "restart_deployment",
@@ -192,7 +190,9 @@ pub fn find(name: &str) -> Option<&'static ActionSpec> {
 
 /// Returns the actions that apply to targets of `kind`.
 pub fn for_target(kind: TargetKind) -> impl Iterator<Item = &'static ActionSpec> {
-    REGISTRY.iter().filter(move |spec| spec.targets.contains(&kind))
+    REGISTRY
+        .iter()
+        .filter(move |spec| spec.targets.contains(&kind))
 }
 
 /// Why an action choice is invalid.
@@ -457,7 +457,9 @@ mod tests {
     fn names_are_unique() {
         for (index, spec) in REGISTRY.iter().enumerate() {
             assert!(
-                REGISTRY[index + 1..].iter().all(|other| other.name != spec.name),
+                REGISTRY[index + 1..]
+                    .iter()
+                    .all(|other| other.name != spec.name),
                 "{} appears twice",
                 spec.name
             );
@@ -479,13 +481,20 @@ mod tests {
     #[test]
     fn validate_rejects_wrong_target_kind() {
         let error = validate("restart_deployment", TargetKind::Node, &HashMap::new()).unwrap_err();
-        assert_eq!(error.to_string(), "action restart_deployment does not apply to a node target");
+        assert_eq!(
+            error.to_string(),
+            "action restart_deployment does not apply to a node target"
+        );
     }
 
     #[test]
     fn validate_rejects_missing_required_parameter() {
-        let error = validate("scale_deployment", TargetKind::Deployment, &HashMap::new()).unwrap_err();
-        assert_eq!(error.to_string(), "action scale_deployment requires parameter replicas");
+        let error =
+            validate("scale_deployment", TargetKind::Deployment, &HashMap::new()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "action scale_deployment requires parameter replicas"
+        );
     }
 
     #[test]
@@ -502,7 +511,10 @@ mod tests {
     fn validate_rejects_unknown_parameter() {
         let params = HashMap::from([("force".to_owned(), int(1))]);
         let error = validate("restart_deployment", TargetKind::Deployment, &params).unwrap_err();
-        assert!(matches!(error, ValidationError::UnknownParameter { .. }), "{error}");
+        assert!(
+            matches!(error, ValidationError::UnknownParameter { .. }),
+            "{error}"
+        );
     }
 
     #[test]
@@ -510,7 +522,10 @@ mod tests {
         let object = serde_json::from_str::<Value>(r#"{"replicas": 3.0}"#).expect("json");
         let params = parameters_from_json(object.as_object().expect("object")).expect("scalars");
         let error = validate("scale_deployment", TargetKind::Deployment, &params).unwrap_err();
-        assert!(matches!(error, ValidationError::WrongType { .. }), "{error}");
+        assert!(
+            matches!(error, ValidationError::WrongType { .. }),
+            "{error}"
+        );
     }
 
     #[test]

@@ -17,14 +17,17 @@ use tokio_util::sync::CancellationToken;
 
 pub use steward_telemetry::error_chain;
 
-pub use consume::{ConsumerSpec, DeadLetter, DeadLetterSink, Handler, Outcome, consume, redelivery_delay};
+pub use consume::{
+    ConsumerSpec, DeadLetter, DeadLetterSink, Handler, Outcome, consume, redelivery_delay,
+};
 pub use subjects::{Names, Stage, subject_token};
 
 /// Header naming the protobuf message type of a payload.
 pub const CONTENT_TYPE: &str = "Content-Type";
 
 /// Content type of every message on the remediation stream.
-pub const REMEDIATION_CONTENT_TYPE: &str = "application/protobuf; proto=steward.v1.RemediationEvent";
+pub const REMEDIATION_CONTENT_TYPE: &str =
+    "application/protobuf; proto=steward.v1.RemediationEvent";
 
 /// Returns the id of the `stage` event derived from `base` (a proposal id,
 /// or the correlation id for `resolved`). The same inputs always give the
@@ -157,13 +160,14 @@ impl Bus {
                 }
             });
         if let Some(path) = &config.credentials {
-            options = options
-                .credentials_file(path)
-                .await
-                .map_err(|source| BusError::Credentials {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+            options =
+                options
+                    .credentials_file(path)
+                    .await
+                    .map_err(|source| BusError::Credentials {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
         }
         let client = options
             .connect(config.url.as_str())
@@ -299,11 +303,12 @@ impl Bus {
         &self,
         spec: &ConsumerSpec,
     ) -> Result<consumer::Consumer<consumer::pull::Config>, BusError> {
-        let consumer_error = |source: Box<dyn std::error::Error + Send + Sync>| BusError::Consumer {
-            stream: spec.stream.clone(),
-            consumer: spec.durable.clone(),
-            source,
-        };
+        let consumer_error =
+            |source: Box<dyn std::error::Error + Send + Sync>| BusError::Consumer {
+                stream: spec.stream.clone(),
+                consumer: spec.durable.clone(),
+                source,
+            };
         let stream = self
             .jetstream
             .get_stream(&spec.stream)
@@ -341,8 +346,14 @@ impl Bus {
         payload: Bytes,
     ) -> Result<Published, BusError> {
         let subject = self.names.remediation(stage, cluster);
-        self.publish(subject, stage.as_str(), event_id, REMEDIATION_CONTENT_TYPE, payload)
-            .await
+        self.publish(
+            subject,
+            stage.as_str(),
+            event_id,
+            REMEDIATION_CONTENT_TYPE,
+            payload,
+        )
+        .await
     }
 
     /// Publishes `payload` with a `Nats-Msg-Id`, waits for JetStream's
@@ -360,7 +371,9 @@ impl Bus {
         content_type: &str,
         payload: Bytes,
     ) -> Result<Published, BusError> {
-        let result = self.publish_uncounted(subject, message_id, content_type, payload).await;
+        let result = self
+            .publish_uncounted(subject, message_id, content_type, payload)
+            .await;
         if let Some(metrics) = &self.metrics {
             let result = match &result {
                 Ok(published) if published.duplicate => "duplicate",

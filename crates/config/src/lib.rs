@@ -12,16 +12,25 @@ use std::time::Duration;
 #[derive(clap::Args, Debug, Clone)]
 pub struct NatsConfig {
     /// NATS server URL; several URLs may be separated by commas.
-    #[arg(long = "nats-url", env = "STEWARD_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        id = "nats_url",
+        long = "nats-url",
+        env = "STEWARD_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub url: String,
 
     /// NATS credentials file (JWT and NKey seed); unset connects without one.
-    #[arg(long = "nats-credentials", env = "STEWARD_NATS_CREDENTIALS")]
+    #[arg(
+        id = "nats_credentials",
+        long = "nats-credentials",
+        env = "STEWARD_NATS_CREDENTIALS"
+    )]
     pub credentials: Option<std::path::PathBuf>,
 
     /// First token(s) of every subject Steward publishes or consumes, so that
     /// several installations can share one NATS account.
-    #[arg(
+    #[arg(id = "subject_prefix", 
         long = "subject-prefix",
         env = "STEWARD_SUBJECT_PREFIX",
         default_value = "steward",
@@ -31,7 +40,7 @@ pub struct NatsConfig {
 
     /// Prefix of the JetStream stream names (`<prefix>_ALERTS`,
     /// `<prefix>_REMEDIATION`).
-    #[arg(
+    #[arg(id = "stream_prefix", 
         long = "stream-prefix",
         env = "STEWARD_STREAM_PREFIX",
         default_value = "STEWARD",
@@ -41,7 +50,7 @@ pub struct NatsConfig {
 
     /// Window in which JetStream drops a publish whose `Nats-Msg-Id` it has
     /// already stored. Postgres keeps the durable record beyond it.
-    #[arg(
+    #[arg(id = "duplicate_window", 
         long = "duplicate-window",
         env = "STEWARD_DUPLICATE_WINDOW",
         default_value = "10m",
@@ -52,12 +61,12 @@ pub struct NatsConfig {
     /// Maximum size of each stream in bytes. A full stream rejects new
     /// messages instead of discarding stored ones, so publishers see the
     /// error and retry.
-    #[arg(long = "stream-max-bytes", env = "STEWARD_STREAM_MAX_BYTES", default_value_t = 1 << 30)]
+    #[arg(id = "stream_max_bytes", long = "stream-max-bytes", env = "STEWARD_STREAM_MAX_BYTES", default_value_t = 1 << 30)]
     pub stream_max_bytes: i64,
 
     /// How long remediation events are kept for consumers, including the
     /// consumers that users attach themselves.
-    #[arg(
+    #[arg(id = "remediation_max_age", 
         long = "remediation-max-age",
         env = "STEWARD_REMEDIATION_MAX_AGE",
         default_value = "7d",
@@ -66,7 +75,7 @@ pub struct NatsConfig {
     pub remediation_max_age: Duration,
 
     /// Time allowed for one publish to be acknowledged by JetStream.
-    #[arg(
+    #[arg(id = "publish_timeout", 
         long = "publish-timeout",
         env = "STEWARD_PUBLISH_TIMEOUT",
         default_value = "5s",
@@ -97,12 +106,17 @@ impl NatsConfig {
 pub struct ConsumerConfig {
     /// Maximum number of messages one replica handles at the same time; it
     /// pulls no more than that from JetStream.
-    #[arg(long = "max-in-flight", env = "STEWARD_MAX_IN_FLIGHT", default_value_t = 16)]
+    #[arg(
+        id = "max_in_flight",
+        long = "max-in-flight",
+        env = "STEWARD_MAX_IN_FLIGHT",
+        default_value_t = 16
+    )]
     pub max_in_flight: usize,
 
     /// Time JetStream waits for an acknowledgement before it redelivers.
     /// Long handlers send in-progress acknowledgements at a third of it.
-    #[arg(
+    #[arg(id = "ack_wait", 
         long = "ack-wait",
         env = "STEWARD_ACK_WAIT",
         default_value = "30s",
@@ -112,12 +126,17 @@ pub struct ConsumerConfig {
 
     /// Deliveries of one message before it is recorded as a dead letter
     /// and terminated.
-    #[arg(long = "max-deliver", env = "STEWARD_MAX_DELIVER", default_value_t = 10)]
+    #[arg(
+        id = "max_deliver",
+        long = "max-deliver",
+        env = "STEWARD_MAX_DELIVER",
+        default_value_t = 10
+    )]
     pub max_deliver: i64,
 
     /// Redelivery delay after the first failure; it doubles with every
     /// further delivery up to `--retry-max-delay`.
-    #[arg(
+    #[arg(id = "retry_base_delay", 
         long = "retry-base-delay",
         env = "STEWARD_RETRY_BASE_DELAY",
         default_value = "1s",
@@ -126,7 +145,7 @@ pub struct ConsumerConfig {
     pub retry_base_delay: Duration,
 
     /// Upper bound of the redelivery delay.
-    #[arg(
+    #[arg(id = "retry_max_delay", 
         long = "retry-max-delay",
         env = "STEWARD_RETRY_MAX_DELAY",
         default_value = "1m",
@@ -136,7 +155,7 @@ pub struct ConsumerConfig {
 
     /// Time in-flight messages get to finish after a shutdown signal;
     /// what is still running then is redelivered to another replica.
-    #[arg(
+    #[arg(id = "drain_timeout", 
         long = "drain-timeout",
         env = "STEWARD_DRAIN_TIMEOUT",
         default_value = "20s",
@@ -163,6 +182,7 @@ impl Default for ConsumerConfig {
 pub struct DatabaseConfig {
     /// Postgres connection URL.
     #[arg(
+        id = "database_url",
         long = "database-url",
         env = "STEWARD_DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/steward"
@@ -170,11 +190,16 @@ pub struct DatabaseConfig {
     pub url: String,
 
     /// Maximum connections in this replica's pool.
-    #[arg(long = "database-max-connections", env = "STEWARD_DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    #[arg(
+        id = "database_max_connections",
+        long = "database-max-connections",
+        env = "STEWARD_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 8
+    )]
     pub max_connections: u32,
 
     /// Time a query waits for a free connection before it fails.
-    #[arg(
+    #[arg(id = "database_acquire_timeout", 
         long = "database-acquire-timeout",
         env = "STEWARD_DATABASE_ACQUIRE_TIMEOUT",
         default_value = "5s",
@@ -199,11 +224,16 @@ impl DatabaseConfig {
 #[derive(clap::Args, Debug, Clone)]
 pub struct AdminConfig {
     /// Address of `/healthz`, `/readyz` and `/metrics`.
-    #[arg(long = "admin-listen", env = "STEWARD_ADMIN_LISTEN", default_value = "127.0.0.1:9464")]
+    #[arg(
+        id = "admin_listen",
+        long = "admin-listen",
+        env = "STEWARD_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9464"
+    )]
     pub listen: SocketAddr,
 
     /// Log format: `text` for people, `json` for log pipelines.
-    #[arg(long = "log-format", env = "STEWARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(id = "log_format", long = "log-format", env = "STEWARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
@@ -260,7 +290,10 @@ mod tests {
 
     #[test]
     fn subject_prefix_accepts_dotted_tokens() {
-        assert_eq!(parse_subject_prefix("acme.steward").as_deref(), Ok("acme.steward"));
+        assert_eq!(
+            parse_subject_prefix("acme.steward").as_deref(),
+            Ok("acme.steward")
+        );
     }
 
     #[test]

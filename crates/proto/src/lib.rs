@@ -1,7 +1,10 @@
 //! Protobuf messages of the `steward.v1` package, generated from `proto/`
 //! at build time, plus small helpers that every service needs.
 
-#[allow(missing_docs, reason = "generated code documents what the .proto files document")]
+#[allow(
+    missing_docs,
+    reason = "generated code documents what the .proto files document"
+)]
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/steward.v1.rs"));
 }

@@ -58,12 +58,17 @@ impl Service {
         let store = Store::connect(database, &shutdown)
             .await
             .context("while connecting to Postgres")?;
-        store.migrate().await.context("while migrating the database")?;
+        store
+            .migrate()
+            .await
+            .context("while migrating the database")?;
         let bus = Bus::connect(nats, &format!("steward-{name}"), &shutdown)
             .await
             .context("while connecting to NATS")?
             .with_metrics(metrics.clone());
-        bus.ensure_streams().await.context("while creating streams")?;
+        bus.ensure_streams()
+            .await
+            .context("while creating streams")?;
 
         let connected = bus.clone();
         readiness.add_check("nats", move || connected.is_connected());
@@ -86,7 +91,11 @@ impl Service {
     ///
     /// # Errors
     /// Fails when the durable consumer cannot be created.
-    pub async fn consume<H: Handler>(self, spec: ConsumerSpec, handler: Arc<H>) -> anyhow::Result<()> {
+    pub async fn consume<H: Handler>(
+        self,
+        spec: ConsumerSpec,
+        handler: Arc<H>,
+    ) -> anyhow::Result<()> {
         self.readiness.mark_started();
         let result = steward_bus::consume(
             &self.bus,

@@ -22,9 +22,13 @@ pub struct TargetKey {
 impl TargetKey {
     /// Returns the text that keys the per-target advisory lock.
     fn lock_key(&self) -> String {
-        // NUL cannot occur in any of the parts, so distinct targets never
-        // produce the same text.
-        format!("{}\0{}\0{}\0{}", self.cluster, self.namespace, self.kind, self.name)
+        // Each part is prefixed with its length, so distinct targets never
+        // produce the same text whatever characters the parts contain.
+        [&self.cluster, &self.namespace, &self.kind, &self.name]
+            .iter()
+            .map(|part| format!("{}:{part}", part.len()))
+            .collect::<Vec<_>>()
+            .join("/")
     }
 }
 
@@ -104,12 +108,14 @@ impl DecisionTx {
         .fetch_optional(&mut *self.tx)
         .await
         .map_err(StoreError::query("look up recent actions"))?;
-        Ok(row.map(|(action_id, approved_at, status, age)| RecentAction {
-            action_id,
-            approved_at,
-            status,
-            age: std::time::Duration::from_secs_f64(age.max(0.0)),
-        }))
+        Ok(
+            row.map(|(action_id, approved_at, status, age)| RecentAction {
+                action_id,
+                approved_at,
+                status,
+                age: std::time::Duration::from_secs_f64(age.max(0.0)),
+            }),
+        )
     }
 
     /// Stores the decision, and for an approval the action history row,
@@ -164,11 +170,12 @@ impl DecisionTx {
             .map_err(StoreError::query("insert action"))?;
         }
 
-        let event: Vec<u8> = sqlx::query_scalar("SELECT event FROM decisions WHERE proposal_id = $1")
-            .bind(decision.proposal_id)
-            .fetch_one(&mut *self.tx)
-            .await
-            .map_err(StoreError::query("load stored decision"))?;
+        let event: Vec<u8> =
+            sqlx::query_scalar("SELECT event FROM decisions WHERE proposal_id = $1")
+                .bind(decision.proposal_id)
+                .fetch_one(&mut *self.tx)
+                .await
+                .map_err(StoreError::query("load stored decision"))?;
         self.tx
             .commit()
             .await
@@ -314,7 +321,11 @@ impl Store {
     ///
     /// # Errors
     /// Fails when the database is unreachable.
-    pub async fn finish_action(&self, action_id: Uuid, finish: &Finish) -> Result<Vec<u8>, StoreError> {
+    pub async fn finish_action(
+        &self,
+        action_id: Uuid,
+        finish: &Finish,
+    ) -> Result<Vec<u8>, StoreError> {
         sqlx::query(
             "UPDATE actions
              SET status = $2, mode = $3, changes = $4, error = $5, executed_event = $6, finished_at = now()

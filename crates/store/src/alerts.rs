@@ -102,7 +102,11 @@ impl Store {
     ///
     /// # Errors
     /// Fails when the database is unreachable.
-    pub async fn mark_alert_processed(&self, correlation_id: Uuid, status: &str) -> Result<(), StoreError> {
+    pub async fn mark_alert_processed(
+        &self,
+        correlation_id: Uuid,
+        status: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE alert_instances SET processed_at = now()
              WHERE correlation_id = $1 AND status = $2 AND processed_at IS NULL",

@@ -17,7 +17,9 @@ use steward_config::DatabaseConfig;
 use steward_telemetry::error_chain;
 use tokio_util::sync::CancellationToken;
 
-pub use actions::{ActionRecord, ActionRow, Claim, DecisionRecord, DecisionTx, Finish, RecentAction, TargetKey};
+pub use actions::{
+    ActionRecord, ActionRow, Claim, DecisionRecord, DecisionTx, Finish, RecentAction, TargetKey,
+};
 pub use alerts::{AlertDelivery, AnalysisRecord};
 pub use dead_letters::DeadLetterRow;
 
@@ -89,7 +91,10 @@ impl Store {
     ///
     /// # Errors
     /// Fails only when shutdown was requested first.
-    pub async fn connect(config: &DatabaseConfig, shutdown: &CancellationToken) -> Result<Self, StoreError> {
+    pub async fn connect(
+        config: &DatabaseConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, StoreError> {
         let mut delay = Duration::from_millis(250);
         loop {
             match Self::connect_once(config).await {

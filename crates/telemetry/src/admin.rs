@@ -62,7 +62,9 @@ impl Readiness {
     fn lock_checks(&self) -> std::sync::MutexGuard<'_, Vec<(&'static str, Check)>> {
         // A check that panicked leaves the list intact, so the poison flag
         // carries no information here.
-        self.checks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.checks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

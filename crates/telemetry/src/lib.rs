@@ -7,6 +7,8 @@ mod metrics;
 pub use admin::{Readiness, admin_router, serve_admin};
 pub use metrics::*;
 
+use std::io::IsTerminal;
+
 use steward_config::LogFormat;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -22,7 +24,11 @@ pub fn init_tracing(format: LogFormat) {
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
@@ -39,12 +45,18 @@ pub fn init_tracing(format: LogFormat) {
 }
 
 /// Formats an error with every cause in its chain, separated by ": ".
+///
+/// A cause whose message already ends the text is skipped, because some
+/// libraries repeat their source's message in their own.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let message = cause.to_string();
+        if !text.ends_with(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
         source = cause.source();
     }
     text

@@ -194,7 +194,10 @@ impl Metrics {
             metrics.notifications.clone(),
         );
 
-        Self { registry, ..metrics }
+        Self {
+            registry,
+            ..metrics
+        }
     }
 
     /// Renders every metric in the OpenMetrics text format.

@@ -7,7 +7,11 @@ use steward_config::{AdminConfig, ConsumerConfig, DatabaseConfig, NatsConfig};
 
 /// Command line and environment of `steward-analyze`.
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "steward-analyze", version, about = "Recommends one registry action for each firing alert")]
+#[command(
+    name = "steward-analyze",
+    version,
+    about = "Recommends one registry action for each firing alert"
+)]
 pub struct Config {
     /// Name of the durable consumer that all analyze replicas share.
     #[arg(long, env = "STEWARD_ANALYZE_CONSUMER", default_value = "analyze")]
@@ -58,11 +62,19 @@ pub struct LlmConfig {
     pub api: LlmApi,
 
     /// Model name, for example `granite3.1-dense:2b`.
-    #[arg(long = "llm-model", env = "STEWARD_LLM_MODEL", default_value = "granite3.1-dense:2b")]
+    #[arg(
+        long = "llm-model",
+        env = "STEWARD_LLM_MODEL",
+        default_value = "granite3.1-dense:2b"
+    )]
     pub model: String,
 
     /// API key sent as a bearer token. Prefer `--llm-api-key-file`.
-    #[arg(long = "llm-api-key", env = "STEWARD_LLM_API_KEY", hide_env_values = true)]
+    #[arg(
+        long = "llm-api-key",
+        env = "STEWARD_LLM_API_KEY",
+        hide_env_values = true
+    )]
     pub api_key: Option<String>,
 
     /// File holding the API key; surrounding whitespace is ignored.
@@ -79,7 +91,11 @@ pub struct LlmConfig {
     pub timeout: Duration,
 
     /// Maximum tokens the model may generate per answer.
-    #[arg(long = "llm-max-tokens", env = "STEWARD_LLM_MAX_TOKENS", default_value_t = 512)]
+    #[arg(
+        long = "llm-max-tokens",
+        env = "STEWARD_LLM_MAX_TOKENS",
+        default_value_t = 512
+    )]
     pub max_tokens: u32,
 }
 
@@ -104,12 +120,27 @@ impl LlmConfig {
     /// Fails when the key file cannot be read or is empty.
     pub fn load_api_key(&self) -> anyhow::Result<Option<String>> {
         if let Some(path) = &self.api_key_file {
-            let key = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("failed to read LLM API key file {}: {e}", path.display()))?;
+            let key = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("failed to read LLM API key file {}: {e}", path.display())
+            })?;
             let key = key.trim();
-            anyhow::ensure!(!key.is_empty(), "LLM API key file {} is empty", path.display());
+            anyhow::ensure!(
+                !key.is_empty(),
+                "LLM API key file {} is empty",
+                path.display()
+            );
             return Ok(Some(key.to_owned()));
         }
         Ok(self.api_key.clone().filter(|key| !key.is_empty()))
+    }
+}
+
+#[cfg(test)]
+mod command_line_tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Config::command().debug_assert();
     }
 }

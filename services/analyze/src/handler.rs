@@ -5,7 +5,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use steward_bus::{Bus, Handler, Outcome, Stage, event_id};
-use steward_proto::v1::{AlertEvent, AlertStatus, Proposal, RemediationEvent, Resolution, remediation_event};
+use steward_proto::v1::{
+    AlertEvent, AlertStatus, Proposal, RemediationEvent, Resolution, remediation_event,
+};
 use steward_proto::{Message, Timestamp};
 use steward_store::{AlertDelivery, AnalysisRecord, Store, StoreError};
 use steward_telemetry::{Metrics, error_chain};
@@ -71,7 +73,11 @@ impl AlertHandler {
             return outcome;
         }
 
-        match self.store.mark_alert_processed(correlation_id, status).await {
+        match self
+            .store
+            .mark_alert_processed(correlation_id, status)
+            .await
+        {
             Ok(()) => Outcome::Done,
             Err(error) => self.retry(&error),
         }
@@ -85,7 +91,11 @@ impl AlertHandler {
         let event_id = event_id(&proposal_id, Stage::Proposed).to_string();
         let cluster = alert.cluster.clone();
 
-        let stored = self.store.stored_proposal(proposal_id).await.map_err(|e| self.retry(&e))?;
+        let stored = self
+            .store
+            .stored_proposal(proposal_id)
+            .await
+            .map_err(|e| self.retry(&e))?;
         let payload = match stored {
             Some(payload) => payload,
             None => {
@@ -136,15 +146,20 @@ impl AlertHandler {
                     model: analysis.model.clone(),
                     fallback_reason: analysis.fallback_reason.clone(),
                     prompt_tokens: i32::try_from(analysis.prompt_tokens).unwrap_or(i32::MAX),
-                    completion_tokens: i32::try_from(analysis.completion_tokens).unwrap_or(i32::MAX),
+                    completion_tokens: i32::try_from(analysis.completion_tokens)
+                        .unwrap_or(i32::MAX),
                     latency_ms: i32::try_from(analysis.latency_ms).unwrap_or(i32::MAX),
                     event: event.encode_to_vec(),
                 };
-                self.store.insert_analysis(&record).await.map_err(|e| self.retry(&e))?
+                self.store
+                    .insert_analysis(&record)
+                    .await
+                    .map_err(|e| self.retry(&e))?
             }
         };
 
-        self.publish(Stage::Proposed, &cluster, &event_id, payload).await
+        self.publish(Stage::Proposed, &cluster, &event_id, payload)
+            .await
     }
 
     /// Records that the alert resolved and publishes a `resolved` event.
@@ -163,13 +178,21 @@ impl AlertHandler {
             correlation_id: correlation_id.to_string(),
             cluster: cluster.clone(),
             occurred_at: alert.ends_at.or_else(|| Some(steward_proto::now())),
-            body: Some(remediation_event::Body::Resolved(Resolution { alert: Some(alert) })),
+            body: Some(remediation_event::Body::Resolved(Resolution {
+                alert: Some(alert),
+            })),
         };
         self.publish(Stage::Resolved, &cluster, &event_id, event.encode_to_vec())
             .await
     }
 
-    async fn publish(&self, stage: Stage, cluster: &str, event_id: &str, payload: Vec<u8>) -> Result<(), Outcome> {
+    async fn publish(
+        &self,
+        stage: Stage,
+        cluster: &str,
+        event_id: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), Outcome> {
         self.bus
             .publish_event(stage, cluster, event_id, Bytes::from(payload))
             .await
@@ -213,4 +236,3 @@ fn to_chrono(timestamp: Option<&Timestamp>) -> DateTime<Utc> {
         .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
         .unwrap_or_else(Utc::now)
 }
-

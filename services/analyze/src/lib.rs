@@ -118,14 +118,21 @@ impl Analyzers {
 /// # Errors
 /// Fails when the configuration is invalid or NATS, Postgres or the
 /// durable consumer cannot be set up.
-pub async fn run(config: Config, admin: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    admin: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let llm = LlmClient::from_config(&config.llm)?;
     match &llm {
-        Some(client) => tracing::info!(endpoint = %client.endpoint(), model = client.model(), "LLM analyzer enabled"),
+        Some(client) => {
+            tracing::info!(endpoint = %client.endpoint(), model = client.model(), "LLM analyzer enabled")
+        }
         None => tracing::info!("no LLM endpoint configured; the rule analyzer decides"),
     }
 
-    let service = Service::start("analyze", &config.nats, &config.database, admin, shutdown).await?;
+    let service =
+        Service::start("analyze", &config.nats, &config.database, admin, shutdown).await?;
 
     let spec = ConsumerSpec {
         stream: service.bus.names().alerts_stream(),

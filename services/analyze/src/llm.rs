@@ -147,9 +147,15 @@ impl LlmClient {
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
-        let response = request.send().await.map_err(|source| self.transport_error(&url, source))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|source| self.transport_error(&url, source))?;
         let status = response.status();
-        let text = response.text().await.map_err(|source| self.transport_error(&url, source))?;
+        let text = response
+            .text()
+            .await
+            .map_err(|source| self.transport_error(&url, source))?;
         if !status.is_success() {
             return Err(LlmError::Status {
                 url,
@@ -157,8 +163,8 @@ impl LlmClient {
                 body: text.chars().take(300).collect(),
             });
         }
-        let reply: Value =
-            serde_json::from_str(&text).map_err(|e| LlmError::Shape(format!("body is not JSON: {e}")))?;
+        let reply: Value = serde_json::from_str(&text)
+            .map_err(|e| LlmError::Shape(format!("body is not JSON: {e}")))?;
 
         let (content, mut usage) = match self.api {
             LlmApi::Openai => self.read_openai(&reply)?,
@@ -236,7 +242,9 @@ impl LlmClient {
 
     fn read_ollama(&self, reply: &Value) -> Result<(String, Usage), LlmError> {
         if let Some(error) = reply.get("error").and_then(Value::as_str) {
-            return Err(LlmError::Shape(format!("Ollama reported an error: {error}")));
+            return Err(LlmError::Shape(format!(
+                "Ollama reported an error: {error}"
+            )));
         }
         if reply.get("done_reason").and_then(Value::as_str) == Some("length") {
             return Err(LlmError::Truncated(self.max_tokens));
@@ -287,7 +295,9 @@ impl Prompt {
         }
         system.push_str("\nTargets:\n");
         if targets.is_empty() {
-            system.push_str("- none (the alert names no object; choose notify_only with target \"none\")\n");
+            system.push_str(
+                "- none (the alert names no object; choose notify_only with target \"none\")\n",
+            );
         }
         for target in &targets {
             system.push_str(&format!("- {target}\n"));
@@ -301,7 +311,10 @@ impl Prompt {
             "annotations": alert.annotations,
         });
         // Escaping < and > keeps alert text from closing the delimiter.
-        let facts = facts.to_string().replace('<', "\\u003c").replace('>', "\\u003e");
+        let facts = facts
+            .to_string()
+            .replace('<', "\\u003c")
+            .replace('>', "\\u003e");
         let user = format!("<alert>\n{facts}\n</alert>");
 
         Self {
@@ -355,7 +368,10 @@ fn describe_action(spec: &ActionSpec) -> String {
                         "{} (integer {min}..{max}, default {default}): {}",
                         param.name, param.description
                     ),
-                    None => format!("{} (integer {min}..{max}, required): {}", param.name, param.description),
+                    None => format!(
+                        "{} (integer {min}..{max}, required): {}",
+                        param.name, param.description
+                    ),
                 }
             })
             .collect();
@@ -435,14 +451,19 @@ pub fn parse_answer(content: &str, candidates: &[Target]) -> Result<Recommendati
             .find(|candidate| candidate.to_string() == target_name)
             .cloned()
             .ok_or_else(|| {
-                LlmError::Rejected(format!("target {target_name:?} is not an object the alert names"))
+                LlmError::Rejected(format!(
+                    "target {target_name:?} is not an object the alert names"
+                ))
             })?
     };
-    let parameters: HashMap<_, _> = steward_actions::parameters_from_json(parameters).map_err(LlmError::Rejected)?;
+    let parameters: HashMap<_, _> =
+        steward_actions::parameters_from_json(parameters).map_err(LlmError::Rejected)?;
     steward_actions::validate(action, target.kind(), &parameters)
         .map_err(|error: ValidationError| LlmError::Rejected(error.to_string()))?;
     if !(0.0..=1.0).contains(&confidence) {
-        return Err(LlmError::Rejected(format!("confidence {confidence} is outside [0, 1]")));
+        return Err(LlmError::Rejected(format!(
+            "confidence {confidence} is outside [0, 1]"
+        )));
     }
     if reasoning.is_empty() {
         return Err(LlmError::Rejected("reasoning is empty".to_owned()));
@@ -497,7 +518,10 @@ mod tests {
         let answer = r#"{"action":"restart_deployment","target":"deployment/kube-system/coredns",
             "parameters":{},"confidence":0.9,"reasoning":"x"}"#;
         let error = parse_answer(answer, &[deployment()]).unwrap_err();
-        assert!(error.to_string().contains("not an object the alert names"), "{error}");
+        assert!(
+            error.to_string().contains("not an object the alert names"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -532,7 +556,12 @@ mod tests {
             ..AlertEvent::default()
         };
         let prompt = Prompt::new(&alert, &[deployment()]);
-        assert_eq!(prompt.user.matches("</alert>").count(), 1, "{}", prompt.user);
+        assert_eq!(
+            prompt.user.matches("</alert>").count(),
+            1,
+            "{}",
+            prompt.user
+        );
         assert!(prompt.user.ends_with("</alert>"));
     }
 

@@ -22,7 +22,10 @@ struct Rule {
 
 const RULES: &[Rule] = &[
     Rule {
-        alerts: &["KubeDeploymentReplicasMismatch", "KubeDeploymentRolloutStuck"],
+        alerts: &[
+            "KubeDeploymentReplicasMismatch",
+            "KubeDeploymentRolloutStuck",
+        ],
         kind: TargetKind::Deployment,
         action: "restart_deployment",
         confidence: 0.8,
@@ -58,7 +61,11 @@ impl RuleAnalyzer {
     /// Returns the rule table's recommendation for `alert`, choosing among
     /// the alert's own objects.
     pub fn recommend(&self, alert: &AlertEvent, candidates: &[Target]) -> Recommendation {
-        let name = alert.labels.get("alertname").map(String::as_str).unwrap_or("");
+        let name = alert
+            .labels
+            .get("alertname")
+            .map(String::as_str)
+            .unwrap_or("");
 
         if let Some(rule) = RULES.iter().find(|rule| rule.alerts.contains(&name)) {
             if let Some(target) = candidates.iter().find(|target| target.kind() == rule.kind) {
@@ -101,7 +108,10 @@ impl RuleAnalyzer {
 
 fn escalate(candidates: &[Target], confidence: f64, reasoning: String) -> Recommendation {
     Recommendation {
-        target: candidates.first().cloned().unwrap_or_else(crate::target::unresolved),
+        target: candidates
+            .first()
+            .cloned()
+            .unwrap_or_else(crate::target::unresolved),
         action: steward_actions::NOTIFY_ONLY.to_owned(),
         parameters: HashMap::new(),
         confidence,
@@ -133,7 +143,10 @@ mod tests {
         ]);
         let recommendation = RuleAnalyzer.recommend(&alert, &candidates(&alert.labels));
         assert_eq!(recommendation.action, "restart_deployment");
-        assert_eq!(recommendation.target.to_string(), "deployment/shop/checkout");
+        assert_eq!(
+            recommendation.target.to_string(),
+            "deployment/shop/checkout"
+        );
     }
 
     #[test]
@@ -142,7 +155,11 @@ mod tests {
         let recommendation = RuleAnalyzer.recommend(&alert, &candidates(&alert.labels));
         assert_eq!(recommendation.action, "notify_only");
         assert_eq!(recommendation.target.kind(), TargetKind::Unspecified);
-        assert!(recommendation.reasoning.contains("names no pod"), "{}", recommendation.reasoning);
+        assert!(
+            recommendation.reasoning.contains("names no pod"),
+            "{}",
+            recommendation.reasoning
+        );
     }
 
     #[test]

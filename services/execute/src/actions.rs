@@ -105,13 +105,18 @@ impl Executor {
             (steward_actions::NOTIFY_ONLY, _) => Ok(Report::done(vec![
                 "no change: the alert is escalated to people".to_owned(),
             ])),
-            ("restart_deployment", TargetKind::Deployment) => self.restart_deployment(request).await,
+            ("restart_deployment", TargetKind::Deployment) => {
+                self.restart_deployment(request).await
+            }
             ("scale_deployment", TargetKind::Deployment) => {
                 let replicas = request.parameters.integer("replicas").unwrap_or_default();
                 self.scale_deployment(target, replicas).await
             }
             ("delete_pod", TargetKind::Pod) => {
-                let grace = request.parameters.integer("grace_period_seconds").unwrap_or(30);
+                let grace = request
+                    .parameters
+                    .integer("grace_period_seconds")
+                    .unwrap_or(30);
                 self.delete_pod(target, grace, request.attempts).await
             }
             (action, kind) => Ok(Report::failed(format!(
@@ -147,7 +152,12 @@ impl Executor {
         let api: Api<Deployment> = Api::namespaced(client.clone(), &target.namespace);
         let deployment = match api.get_opt(&target.name).await {
             Ok(Some(deployment)) => deployment,
-            Ok(None) => return Ok(Report::failed(format!("deployment {}/{} not found", target.namespace, target.name))),
+            Ok(None) => {
+                return Ok(Report::failed(format!(
+                    "deployment {}/{} not found",
+                    target.namespace, target.name
+                )));
+            }
             Err(error) => return classify("read deployment", target, error).into_result(),
         };
 
@@ -178,7 +188,10 @@ impl Executor {
                 ACTION_ID_ANNOTATION: action_id,
             }}}},
         });
-        match api.patch(&target.name, &self.patch_params(), &Patch::Merge(&patch)).await {
+        match api
+            .patch(&target.name, &self.patch_params(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => Ok(Report::done(vec![format!(
                 "{} patch deployment {}/{}: spec.template.metadata.annotations[{RESTARTED_AT_ANNOTATION}] {previous} -> {now} (rollout restart)",
                 self.verb(),
@@ -209,7 +222,10 @@ impl Executor {
             )]));
         }
         let patch = json!({"spec": {"replicas": replicas}});
-        match api.patch_scale(&target.name, &self.patch_params(), &Patch::Merge(&patch)).await {
+        match api
+            .patch_scale(&target.name, &self.patch_params(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => Ok(Report::done(vec![format!(
                 "{} scale deployment {}/{}: spec.replicas {current} -> {replicas}",
                 self.verb(),
@@ -220,7 +236,12 @@ impl Executor {
         }
     }
 
-    async fn delete_pod(&self, target: &Target, grace_seconds: i64, attempts: i32) -> Result<Report, Transient> {
+    async fn delete_pod(
+        &self,
+        target: &Target,
+        grace_seconds: i64,
+        attempts: i32,
+    ) -> Result<Report, Transient> {
         let Some(client) = &self.client else {
             return Ok(Report::done(vec![format!(
                 "would delete pod {}/{} with a {grace_seconds}s grace period, if a controller owns it",
@@ -241,7 +262,12 @@ impl Executor {
                     target.namespace, target.name
                 )]));
             }
-            Ok(None) => return Ok(Report::failed(format!("pod {}/{} not found", target.namespace, target.name))),
+            Ok(None) => {
+                return Ok(Report::failed(format!(
+                    "pod {}/{} not found",
+                    target.namespace, target.name
+                )));
+            }
             Err(error) => return classify("read pod", target, error).into_result(),
         };
 
@@ -302,7 +328,9 @@ impl ApiFailure {
     /// transient error for a retry.
     fn into_result(self) -> Result<Report, Transient> {
         match self {
-            ApiFailure::NotFound(message) | ApiFailure::Permanent(message) => Ok(Report::failed(message)),
+            ApiFailure::NotFound(message) | ApiFailure::Permanent(message) => {
+                Ok(Report::failed(message))
+            }
             ApiFailure::Transient(message) => Err(Transient(message)),
         }
     }
@@ -324,8 +352,14 @@ fn classify(step: &str, target: &Target, error: kube::Error) -> ApiFailure {
                 "{step} {target}: forbidden ({}); grant the permission in Steward's RBAC role",
                 response.message
             )),
-            code => ApiFailure::Permanent(format!("{step} {target}: rejected with {code} {}", response.message)),
+            code => ApiFailure::Permanent(format!(
+                "{step} {target}: rejected with {code} {}",
+                response.message
+            )),
         },
-        _ => ApiFailure::Transient(format!("{step} {target}: {}", steward_telemetry::error_chain(&error))),
+        _ => ApiFailure::Transient(format!(
+            "{step} {target}: {}",
+            steward_telemetry::error_chain(&error)
+        )),
     }
 }

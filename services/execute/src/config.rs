@@ -6,7 +6,11 @@ use steward_config::{AdminConfig, ConsumerConfig, DatabaseConfig, NatsConfig};
 
 /// Command line and environment of `steward-execute`.
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "steward-execute", version, about = "Applies approved actions through the Kubernetes API, dry-run by default")]
+#[command(
+    name = "steward-execute",
+    version,
+    about = "Applies approved actions through the Kubernetes API, dry-run by default"
+)]
 pub struct Config {
     /// Name of the durable consumer that all execute replicas share.
     #[arg(long, env = "STEWARD_EXECUTE_CONSUMER", default_value = "execute")]
@@ -57,5 +61,15 @@ impl Mode {
             Mode::DryRun => "dry_run",
             Mode::Live => "live",
         }
+    }
+}
+
+#[cfg(test)]
+mod command_line_tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Config::command().debug_assert();
     }
 }

@@ -35,7 +35,13 @@ impl DecisionHandler {
         }
     }
 
-    async fn on_decision(&self, decision: Decision, action_id: Uuid, correlation_id: Uuid, cluster: String) -> Outcome {
+    async fn on_decision(
+        &self,
+        decision: Decision,
+        action_id: Uuid,
+        correlation_id: Uuid,
+        cluster: String,
+    ) -> Outcome {
         let attempts = match self.store.claim_action(action_id).await {
             Ok(Claim::Run { attempts }) => attempts,
             // An earlier delivery finished it: publish the stored result
@@ -52,7 +58,11 @@ impl DecisionHandler {
         let proposal = decision.proposal.clone().unwrap_or_default();
         let target = proposal.target.clone().unwrap_or_default();
         let started_at = steward_proto::now();
-        let report = match steward_actions::validate(&proposal.action, target.kind(), &proposal.parameters) {
+        let report = match steward_actions::validate(
+            &proposal.action,
+            target.kind(),
+            &proposal.parameters,
+        ) {
             Err(error) => Report {
                 succeeded: false,
                 changes: Vec::new(),
@@ -109,7 +119,11 @@ impl DecisionHandler {
             Err(error) => return self.database_retry(&error),
         };
 
-        let outcome = if report.succeeded { "succeeded" } else { "failed" };
+        let outcome = if report.succeeded {
+            "succeeded"
+        } else {
+            "failed"
+        };
         self.metrics
             .executions
             .get_or_create(&ExecutionLabels {
@@ -129,7 +143,9 @@ impl DecisionHandler {
     async fn publish(&self, cluster: &str, stored: Vec<u8>) -> Outcome {
         let event_id = match RemediationEvent::decode(stored.as_slice()) {
             Ok(event) => event.event_id,
-            Err(error) => return Outcome::Retry(format!("stored execution does not decode: {error}")),
+            Err(error) => {
+                return Outcome::Retry(format!("stored execution does not decode: {error}"));
+            }
         };
         match self
             .bus
@@ -152,7 +168,9 @@ impl Handler for DecisionHandler {
         let event = match RemediationEvent::decode(message.payload.as_ref()) {
             Ok(event) => event,
             Err(error) => {
-                return Outcome::Reject(format!("payload is not a steward.v1.RemediationEvent: {error}"));
+                return Outcome::Reject(format!(
+                    "payload is not a steward.v1.RemediationEvent: {error}"
+                ));
             }
         };
         let Some(remediation_event::Body::Approved(decision)) = event.body else {
@@ -163,9 +181,10 @@ impl Handler for DecisionHandler {
             .as_ref()
             .map(|proposal| proposal.proposal_id.as_str())
             .unwrap_or_default();
-        let (Ok(action_id), Ok(correlation_id)) =
-            (Uuid::parse_str(proposal_id), Uuid::parse_str(&event.correlation_id))
-        else {
+        let (Ok(action_id), Ok(correlation_id)) = (
+            Uuid::parse_str(proposal_id),
+            Uuid::parse_str(&event.correlation_id),
+        ) else {
             return Outcome::Reject(format!(
                 "approval has an invalid proposal id {proposal_id:?} or correlation id {:?}",
                 event.correlation_id

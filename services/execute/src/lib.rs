@@ -46,7 +46,9 @@ pub async fn kube_client(config: &Config) -> anyhow::Result<Option<kube::Client>
     };
     let kube_config = match (loaded, config.mode) {
         (Ok(kube_config), _) => kube_config,
-        (Err(error), Mode::Live) => return Err(error.context("live mode needs Kubernetes credentials")),
+        (Err(error), Mode::Live) => {
+            return Err(error.context("live mode needs Kubernetes credentials"));
+        }
         (Err(error), Mode::DryRun) => {
             tracing::info!(
                 error = format!("{error:#}"),
@@ -56,7 +58,8 @@ pub async fn kube_client(config: &Config) -> anyhow::Result<Option<kube::Client>
         }
     };
     tracing::info!(cluster_url = %kube_config.cluster_url, "Kubernetes API configured");
-    let client = kube::Client::try_from(kube_config).context("while building the Kubernetes client")?;
+    let client =
+        kube::Client::try_from(kube_config).context("while building the Kubernetes client")?;
     Ok(Some(client))
 }
 
@@ -65,14 +68,19 @@ pub async fn kube_client(config: &Config) -> anyhow::Result<Option<kube::Client>
 /// # Errors
 /// Fails when live mode has no Kubernetes credentials, or NATS, Postgres or
 /// the durable consumer cannot be set up.
-pub async fn run(config: Config, admin: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    admin: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let client = kube_client(&config).await?;
     match config.mode {
         Mode::DryRun => tracing::info!("dry-run mode: actions are described, nothing is changed"),
         Mode::Live => tracing::warn!("live mode: approved actions change the cluster"),
     }
 
-    let service = Service::start("execute", &config.nats, &config.database, admin, shutdown).await?;
+    let service =
+        Service::start("execute", &config.nats, &config.database, admin, shutdown).await?;
 
     let spec = ConsumerSpec {
         stream: service.bus.names().remediation_stream(),

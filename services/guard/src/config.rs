@@ -6,7 +6,11 @@ use steward_config::{AdminConfig, ConsumerConfig, DatabaseConfig, NatsConfig};
 
 /// Command line and environment of `steward-guard`.
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "steward-guard", version, about = "Approves or rejects proposed remediation actions")]
+#[command(
+    name = "steward-guard",
+    version,
+    about = "Approves or rejects proposed remediation actions"
+)]
 pub struct Config {
     /// Name of the durable consumer that all guard replicas share.
     #[arg(long, env = "STEWARD_GUARD_CONSUMER", default_value = "guard")]
@@ -68,4 +72,14 @@ fn parse_confidence(value: &str) -> Result<f64, String> {
         return Err(format!("{confidence} is outside [0, 1]"));
     }
     Ok(confidence)
+}
+
+#[cfg(test)]
+mod command_line_tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Config::command().debug_assert();
+    }
 }

@@ -31,7 +31,9 @@ pub struct Verdict {
 /// far when the history must be consulted.
 pub fn evaluate_static(proposal: &Proposal, policy: &Policy) -> Result<Verdict, Vec<String>> {
     let target = proposal.target.clone().unwrap_or_default();
-    if let Err(error) = steward_actions::validate(&proposal.action, target.kind(), &proposal.parameters) {
+    if let Err(error) =
+        steward_actions::validate(&proposal.action, target.kind(), &proposal.parameters)
+    {
         return Ok(Verdict {
             approved: false,
             rule: "invalid",
@@ -42,14 +44,19 @@ pub fn evaluate_static(proposal: &Proposal, policy: &Policy) -> Result<Verdict, 
         return Ok(Verdict {
             approved: false,
             rule: "invalid",
-            reasons: vec![format!("invalid proposal: confidence {} is outside [0, 1]", proposal.confidence)],
+            reasons: vec![format!(
+                "invalid proposal: confidence {} is outside [0, 1]",
+                proposal.confidence
+            )],
         });
     }
     if proposal.action == steward_actions::NOTIFY_ONLY {
         return Ok(Verdict {
             approved: true,
             rule: "escalation",
-            reasons: vec!["notify_only changes nothing, so escalation is always allowed".to_owned()],
+            reasons: vec![
+                "notify_only changes nothing, so escalation is always allowed".to_owned(),
+            ],
         });
     }
 
@@ -88,7 +95,13 @@ impl ProposalHandler {
         }
     }
 
-    async fn on_proposal(&self, proposal: Proposal, proposal_id: Uuid, correlation_id: Uuid, cluster: String) -> Outcome {
+    async fn on_proposal(
+        &self,
+        proposal: Proposal,
+        proposal_id: Uuid,
+        correlation_id: Uuid,
+        cluster: String,
+    ) -> Outcome {
         // A redelivered proposal that was decided before gets the stored
         // decision again, never a second one.
         match self.store.stored_decision(proposal_id).await {
@@ -111,7 +124,10 @@ impl ProposalHandler {
 
         let verdict = match evaluate_static(&proposal, &self.policy) {
             Ok(verdict) => verdict,
-            Err(mut reasons) => match tx.latest_action_within(&proposal.action, self.policy.cooldown).await {
+            Err(mut reasons) => match tx
+                .latest_action_within(&proposal.action, self.policy.cooldown)
+                .await
+            {
                 Err(error) => return self.database_retry(&error),
                 Ok(Some(recent)) => {
                     reasons.push(format!(
@@ -142,7 +158,11 @@ impl ProposalHandler {
             },
         };
 
-        let stage = if verdict.approved { Stage::Approved } else { Stage::Rejected };
+        let stage = if verdict.approved {
+            Stage::Approved
+        } else {
+            Stage::Rejected
+        };
         let decision = Decision {
             proposal: Some(proposal.clone()),
             verdict: if verdict.approved {
@@ -201,12 +221,18 @@ impl ProposalHandler {
     async fn publish_stored(&self, cluster: &str, stored: Vec<u8>) -> Outcome {
         let event = match RemediationEvent::decode(stored.as_slice()) {
             Ok(event) => event,
-            Err(error) => return Outcome::Retry(format!("stored decision does not decode: {error}")),
+            Err(error) => {
+                return Outcome::Retry(format!("stored decision does not decode: {error}"));
+            }
         };
         let stage = match event.body {
             Some(remediation_event::Body::Approved(_)) => Stage::Approved,
             Some(remediation_event::Body::Rejected(_)) => Stage::Rejected,
-            _ => return Outcome::Retry("stored decision is neither approved nor rejected".to_owned()),
+            _ => {
+                return Outcome::Retry(
+                    "stored decision is neither approved nor rejected".to_owned(),
+                );
+            }
         };
         let result = self
             .bus
@@ -231,7 +257,9 @@ impl Handler for ProposalHandler {
         let event = match RemediationEvent::decode(message.payload.as_ref()) {
             Ok(event) => event,
             Err(error) => {
-                return Outcome::Reject(format!("payload is not a steward.v1.RemediationEvent: {error}"));
+                return Outcome::Reject(format!(
+                    "payload is not a steward.v1.RemediationEvent: {error}"
+                ));
             }
         };
         let Some(remediation_event::Body::Proposed(proposal)) = event.body else {
@@ -265,7 +293,6 @@ fn humanize(duration: Duration) -> String {
     humantime::format_duration(Duration::from_secs(duration.as_secs())).to_string()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,33 +313,44 @@ mod tests {
 
     #[test]
     fn low_confidence_is_rejected() {
-        let verdict = evaluate_static(&proposal("restart_deployment", 0.5), &Policy::default()).expect("final");
+        let verdict = evaluate_static(&proposal("restart_deployment", 0.5), &Policy::default())
+            .expect("final");
         assert!(!verdict.approved);
-        assert_eq!(verdict.reasons, ["confidence 0.50 is below the threshold 0.70"]);
+        assert_eq!(
+            verdict.reasons,
+            ["confidence 0.50 is below the threshold 0.70"]
+        );
     }
 
     #[test]
     fn unknown_action_is_rejected_before_confidence() {
-        let verdict = evaluate_static(&proposal("drop_database", 0.99), &Policy::default()).expect("final");
+        let verdict =
+            evaluate_static(&proposal("drop_database", 0.99), &Policy::default()).expect("final");
         assert!(!verdict.approved);
         assert_eq!(verdict.rule, "invalid");
     }
 
     #[test]
     fn notify_only_passes_at_any_confidence() {
-        let verdict = evaluate_static(&proposal("notify_only", 0.1), &Policy::default()).expect("final");
+        let verdict =
+            evaluate_static(&proposal("notify_only", 0.1), &Policy::default()).expect("final");
         assert!(verdict.approved);
     }
 
     #[test]
     fn confident_valid_proposal_needs_the_history() {
-        let reasons = evaluate_static(&proposal("restart_deployment", 0.9), &Policy::default()).unwrap_err();
+        let reasons =
+            evaluate_static(&proposal("restart_deployment", 0.9), &Policy::default()).unwrap_err();
         assert_eq!(reasons, ["confidence 0.90 meets the threshold 0.70"]);
     }
 
     #[test]
     fn nan_confidence_is_invalid() {
-        let verdict = evaluate_static(&proposal("restart_deployment", f64::NAN), &Policy::default()).expect("final");
+        let verdict = evaluate_static(
+            &proposal("restart_deployment", f64::NAN),
+            &Policy::default(),
+        )
+        .expect("final");
         assert_eq!(verdict.rule, "invalid");
     }
 }

@@ -25,7 +25,11 @@ pub use handler::{ProposalHandler, Verdict, evaluate_static};
 ///
 /// # Errors
 /// Fails when NATS, Postgres or the durable consumer cannot be set up.
-pub async fn run(config: Config, admin: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    admin: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     tracing::info!(
         min_confidence = config.policy.min_confidence,
         cooldown = ?config.policy.cooldown,

@@ -8,7 +8,11 @@ use steward_config::{AdminConfig, NatsConfig};
 
 /// Command line and environment of `steward-ingest`.
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "steward-ingest", version, about = "Receives Alertmanager webhooks and publishes each alert to JetStream")]
+#[command(
+    name = "steward-ingest",
+    version,
+    about = "Receives Alertmanager webhooks and publishes each alert to JetStream"
+)]
 pub struct Config {
     /// Address of the webhook endpoint `POST /api/v1/alerts`; `/healthz`,
     /// `/readyz` and `/metrics` are served on it too.
@@ -61,12 +65,16 @@ impl Tokens {
     pub fn load(config: &Config) -> anyhow::Result<Self> {
         let mut tokens = HashMap::new();
         if let Some(token) = &config.token {
-            anyhow::ensure!(!token.trim().is_empty(), "STEWARD_INGEST_TOKEN is set but empty");
+            anyhow::ensure!(
+                !token.trim().is_empty(),
+                "STEWARD_INGEST_TOKEN is set but empty"
+            );
             tokens.insert(token.trim().to_owned(), None);
         }
         if let Some(path) = &config.token_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("failed to read token file {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("failed to read token file {}: {e}", path.display())
+            })?;
             for (number, line) in text.lines().enumerate() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {
@@ -135,5 +143,15 @@ mod tests {
         assert_eq!(tokens.check("t2"), Ok(None));
         assert_eq!(tokens.check("t3"), Err(()));
         assert_eq!(tokens.check(""), Err(()));
+    }
+}
+
+#[cfg(test)]
+mod command_line_tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Config::command().debug_assert();
     }
 }

@@ -26,7 +26,11 @@ pub use server::{AppState, router};
 /// # Errors
 /// Fails when the configuration is invalid, NATS cannot be set up, or the
 /// server stops with an I/O error.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let tokens = Tokens::load(&config)?;
     let metrics = Arc::new(Metrics::new());
     let readiness = Readiness::default();
@@ -35,7 +39,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .await
         .context("while connecting to NATS")?
         .with_metrics(metrics.clone());
-    bus.ensure_streams().await.context("while creating streams")?;
+    bus.ensure_streams()
+        .await
+        .context("while creating streams")?;
     let connected = bus.clone();
     readiness.add_check("nats", move || connected.is_connected());
     readiness.mark_started();

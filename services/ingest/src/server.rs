@@ -74,7 +74,12 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
     response
 }
 
-async fn handle(state: &AppState, remote: Option<SocketAddr>, headers: &HeaderMap, body: Body) -> Response {
+async fn handle(
+    state: &AppState,
+    remote: Option<SocketAddr>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
     let token_cluster = match authorize(state, remote, headers) {
         Ok(cluster) => cluster,
         Err(response) => return response,
@@ -122,7 +127,11 @@ async fn handle(state: &AppState, remote: Option<SocketAddr>, headers: &HeaderMa
 
 /// Checks the bearer token. Returns the cluster the token maps to, or the
 /// 401 response.
-fn authorize(state: &AppState, remote: Option<SocketAddr>, headers: &HeaderMap) -> Result<Option<String>, Response> {
+fn authorize(
+    state: &AppState,
+    remote: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> Result<Option<String>, Response> {
     if !state.tokens.required() {
         return Ok(None);
     }
@@ -131,16 +140,20 @@ fn authorize(state: &AppState, remote: Option<SocketAddr>, headers: &HeaderMap) 
         .and_then(|value| value.to_str().ok())
         .and_then(|value| {
             let (scheme, token) = value.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
         });
     match presented.map(|token| state.tokens.check(token)) {
         Some(Ok(cluster)) => Ok(cluster.map(str::to_owned)),
         outcome => {
             log_rejected_token(state, remote, outcome.is_none());
-            let mut response = error_response(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            let mut response =
+                error_response(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
             Err(response)
         }
     }
@@ -152,7 +165,10 @@ fn log_rejected_token(state: &AppState, remote: Option<SocketAddr>, missing: boo
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let now = Instant::now();
-    if log.last.is_some_and(|last| now.duration_since(last) < AUTH_LOG_INTERVAL) {
+    if log
+        .last
+        .is_some_and(|last| now.duration_since(last) < AUTH_LOG_INTERVAL)
+    {
         log.suppressed += 1;
         return;
     }
@@ -192,8 +208,12 @@ async fn publish_all(state: &AppState, events: Vec<AlertEvent>) -> Response {
     let mut failures = Vec::new();
     for result in results {
         match result {
-            Ok(Published { duplicate: true, .. }) => duplicates += 1,
-            Ok(Published { duplicate: false, .. }) => stored += 1,
+            Ok(Published {
+                duplicate: true, ..
+            }) => duplicates += 1,
+            Ok(Published {
+                duplicate: false, ..
+            }) => stored += 1,
             Err(error) => failures.push(error_chain(&error)),
         }
     }
@@ -224,7 +244,9 @@ async fn publish_all(state: &AppState, events: Vec<AlertEvent>) -> Response {
 fn too_large(limit: usize) -> Response {
     error_response(
         StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("webhook body exceeds the {limit}-byte limit; lower the receiver's max_alerts or raise STEWARD_INGEST_MAX_BODY_BYTES"),
+        &format!(
+            "webhook body exceeds the {limit}-byte limit; lower the receiver's max_alerts or raise STEWARD_INGEST_MAX_BODY_BYTES"
+        ),
     )
 }
 

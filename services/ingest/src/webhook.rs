@@ -137,7 +137,11 @@ pub fn parse(body: &[u8]) -> Result<Payload, PayloadError> {
         return Err(PayloadError::NoAlerts);
     }
     for (index, alert) in payload.alerts.iter().enumerate() {
-        if alert.labels.get("alertname").is_none_or(|name| name.is_empty()) {
+        if alert
+            .labels
+            .get("alertname")
+            .is_none_or(|name| name.is_empty())
+        {
             return Err(PayloadError::NoAlertName(index));
         }
         parse_time(&alert.starts_at).ok_or_else(|| PayloadError::Time {
@@ -346,8 +350,9 @@ mod tests {
 
     #[test]
     fn parse_names_the_bad_field() {
-        let error = parse(br#"{"version":"4","alerts":[{"status":"firing","labels":{"alertname":1}}]}"#)
-            .unwrap_err();
+        let error =
+            parse(br#"{"version":"4","alerts":[{"status":"firing","labels":{"alertname":1}}]}"#)
+                .unwrap_err();
         let PayloadError::Malformed { path, .. } = error else {
             panic!("expected a malformed payload, got {error}");
         };
@@ -359,6 +364,9 @@ mod tests {
         let body = br#"{"version":"4","alerts":[{"status":"pending","labels":{"alertname":"A"},"startsAt":"2026-01-01T00:00:00Z"}]}"#;
         let error = parse(body).unwrap_err();
         assert!(error.to_string().contains("alerts[0].status"), "{error}");
-        assert!(error.to_string().contains("unknown variant `pending`"), "{error}");
+        assert!(
+            error.to_string().contains("unknown variant `pending`"),
+            "{error}"
+        );
     }
 }

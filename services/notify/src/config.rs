@@ -4,7 +4,11 @@ use steward_config::{AdminConfig, ConsumerConfig, DatabaseConfig, NatsConfig};
 
 /// Command line and environment of `steward-notify`.
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "steward-notify", version, about = "Prints one readable line per remediation event")]
+#[command(
+    name = "steward-notify",
+    version,
+    about = "Prints one readable line per remediation event"
+)]
 pub struct Config {
     /// Name of the durable consumer that all notify replicas share.
     #[arg(long, env = "STEWARD_NOTIFY_CONSUMER", default_value = "notify")]
@@ -25,4 +29,14 @@ pub struct Config {
     /// Admin endpoints and logs.
     #[command(flatten)]
     pub admin: AdminConfig,
+}
+
+#[cfg(test)]
+mod command_line_tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Config::command().debug_assert();
+    }
 }

@@ -1,8 +1,8 @@
 //! Renders a remediation event as one readable line.
 
 use steward_proto::v1::{
-    AlertEvent, AnalyzerKind, Decision, ExecutionMode, ExecutionOutcome, Proposal, RemediationEvent,
-    remediation_event::Body,
+    AlertEvent, AnalyzerKind, Decision, ExecutionMode, ExecutionOutcome, Proposal,
+    RemediationEvent, remediation_event::Body,
 };
 
 /// Returns the line for `event`, or `None` for an event without a body.
@@ -19,7 +19,11 @@ pub fn render(event: &RemediationEvent) -> Option<String> {
         ),
         Body::Approved(decision) | Body::Rejected(decision) => {
             let proposal = decision.proposal.clone().unwrap_or_default();
-            let stage = if matches!(body, Body::Approved(_)) { "approved" } else { "rejected" };
+            let stage = if matches!(body, Body::Approved(_)) {
+                "approved"
+            } else {
+                "rejected"
+            };
             format!(
                 "{stage}  {}  guard={}  {}",
                 headline(event, &proposal),
@@ -35,7 +39,9 @@ pub fn render(event: &RemediationEvent) -> Option<String> {
                 _ => "dry-run",
             };
             let result = match execution.outcome() {
-                ExecutionOutcome::Succeeded => format!("{mode} succeeded [{}]", execution.changes.join("; ")),
+                ExecutionOutcome::Succeeded => {
+                    format!("{mode} succeeded [{}]", execution.changes.join("; "))
+                }
                 _ => format!("{mode} failed [{}]", execution.error),
             };
             format!(
@@ -56,7 +62,10 @@ pub fn render(event: &RemediationEvent) -> Option<String> {
             )
         }
     };
-    Some(one_line(&format!("{line}  correlation={}", event.correlation_id)))
+    Some(one_line(&format!(
+        "{line}  correlation={}",
+        event.correlation_id
+    )))
 }
 
 fn headline(event: &RemediationEvent, proposal: &Proposal) -> String {
@@ -70,7 +79,10 @@ fn headline(event: &RemediationEvent, proposal: &Proposal) -> String {
     let parameters: Vec<String> = {
         let mut pairs: Vec<_> = proposal.parameters.iter().collect();
         pairs.sort_by(|a, b| a.0.cmp(b.0));
-        pairs.iter().map(|(name, value)| format!("{name}={value}")).collect()
+        pairs
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect()
     };
     let action = if parameters.is_empty() {
         proposal.action.clone()
@@ -113,7 +125,11 @@ fn reasoning(proposal: &Proposal) -> String {
 }
 
 fn alert_name(alert: &AlertEvent) -> &str {
-    alert.labels.get("alertname").map(String::as_str).unwrap_or("unknown")
+    alert
+        .labels
+        .get("alertname")
+        .map(String::as_str)
+        .unwrap_or("unknown")
 }
 
 /// Replaces control characters (newlines included) with spaces.
@@ -133,7 +149,10 @@ mod tests {
         Proposal {
             proposal_id: "p".into(),
             alert: Some(AlertEvent {
-                labels: HashMap::from([("alertname".to_owned(), "KubeDeploymentReplicasMismatch".to_owned())]),
+                labels: HashMap::from([(
+                    "alertname".to_owned(),
+                    "KubeDeploymentReplicasMismatch".to_owned(),
+                )]),
                 ..AlertEvent::default()
             }),
             target: Some(Target {
@@ -207,7 +226,10 @@ mod tests {
         };
         let line = render(&event(Body::Rejected(decision))).expect("a line");
         assert!(line.starts_with("rejected  "), "{line}");
-        assert!(line.contains("guard=rejected [confidence 0.50 is below the threshold 0.70]"), "{line}");
+        assert!(
+            line.contains("guard=rejected [confidence 0.50 is below the threshold 0.70]"),
+            "{line}"
+        );
     }
 
     #[test]
@@ -216,7 +238,10 @@ mod tests {
             alert: proposal().alert,
         })))
         .expect("a line");
-        assert!(line.starts_with("resolved  cluster=prod  alert=KubeDeploymentReplicasMismatch"), "{line}");
+        assert!(
+            line.starts_with("resolved  cluster=prod  alert=KubeDeploymentReplicasMismatch"),
+            "{line}"
+        );
     }
 
     #[test]

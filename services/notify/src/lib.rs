@@ -42,13 +42,18 @@ impl WriterNotifier {
 
     /// Writes to `out`.
     pub fn new(out: Box<dyn Write + Send>) -> Self {
-        Self { out: Mutex::new(out) }
+        Self {
+            out: Mutex::new(out),
+        }
     }
 }
 
 impl Notifier for WriterNotifier {
     fn send(&self, line: &str) -> Result<(), String> {
-        let mut out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out = self
+            .out
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         writeln!(out, "{line}")
             .and_then(|()| out.flush())
             .map_err(|error| format!("failed to write the notification: {error}"))
@@ -78,7 +83,9 @@ impl<N: Notifier> Handler for EventHandler<N> {
         let event = match RemediationEvent::decode(message.payload.as_ref()) {
             Ok(event) => event,
             Err(error) => {
-                return Outcome::Reject(format!("payload is not a steward.v1.RemediationEvent: {error}"));
+                return Outcome::Reject(format!(
+                    "payload is not a steward.v1.RemediationEvent: {error}"
+                ));
             }
         };
         let Some(line) = format::render(&event) else {
@@ -90,7 +97,9 @@ impl<N: Notifier> Handler for EventHandler<N> {
         if let Some(stage) = self.bus_names.stage_of(&message.subject) {
             self.metrics
                 .notifications
-                .get_or_create(&StageLabels { stage: stage.as_str() })
+                .get_or_create(&StageLabels {
+                    stage: stage.as_str(),
+                })
                 .inc();
         }
         Outcome::Done

@@ -38,7 +38,9 @@ pub(super) fn api_groups() -> Value {
         let entry = json!({ "groupVersion": group_version, "version": kind.version });
         match groups.iter_mut().find(|group| group["name"] == kind.group) {
             Some(group) => {
-                let versions = group["versions"].as_array_mut().expect("groups are built with a versions array");
+                let versions = group["versions"]
+                    .as_array_mut()
+                    .expect("groups are built with a versions array");
                 if !versions.contains(&entry) {
                     versions.push(entry);
                 }
@@ -55,9 +57,16 @@ pub(super) fn api_groups() -> Value {
 
 /// Lists the kinds of one group version and their subresources.
 pub(super) fn resource_list(group: &str, version: &str) -> Value {
-    let group_version = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+    let group_version = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
     let mut resources = Vec::new();
-    for kind in KINDS.iter().filter(|kind| kind.group == group && kind.version == version) {
+    for kind in KINDS
+        .iter()
+        .filter(|kind| kind.group == group && kind.version == version)
+    {
         resources.push(json!({
             "name": kind.plural,
             "singularName": kind.kind.to_lowercase(),

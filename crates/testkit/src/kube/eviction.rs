@@ -16,13 +16,17 @@ use super::status::ApiError;
 use super::store::Store;
 
 /// Deletes a pod through an `policy/v1` Eviction unless a disruption budget
-/// forbids it, and answers 201 with a success `Status`.
+/// forbids it, and responds with 201 and a success `Status`.
 ///
 /// # Errors
 /// 404 when the pod does not exist, 409 when `deleteOptions.preconditions`
 /// do not match, 429 when a budget would be violated, 500 when more than
 /// one budget selects the pod (as the real API server does).
-pub(super) fn evict(store: &mut Store, request: &ApiRequest, target: &Target<'_>) -> Result<Reply, ApiError> {
+pub(super) fn evict(
+    store: &mut Store,
+    request: &ApiRequest,
+    target: &Target<'_>,
+) -> Result<Reply, ApiError> {
     let body = request.json_body()?;
     if let Some(name) = body.pointer("/metadata/name").and_then(Value::as_str) {
         if name != target.name {
@@ -68,8 +72,13 @@ pub(super) fn evict(store: &mut Store, request: &ApiRequest, target: &Target<'_>
 /// `unhealthyPodEvictionPolicy: AlwaysAllow`. Pods that are `Pending`,
 /// `Succeeded`, `Failed` or already being deleted may always be evicted.
 fn check_budgets(store: &Store, target: &Target<'_>, pod: &Value) -> Result<(), ApiError> {
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
-    let terminating = pod.pointer("/metadata/deletionTimestamp").is_some_and(|stamp| !stamp.is_null());
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let terminating = pod
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|stamp| !stamp.is_null());
     if matches!(phase, "Pending" | "Succeeded" | "Failed") || terminating {
         return Ok(());
     }
@@ -96,21 +105,31 @@ fn check_budgets(store: &Store, target: &Target<'_>, pod: &Value) -> Result<(), 
         .filter(|candidate| selector.matches_object(candidate))
         .collect();
     let expected = selected.len();
-    let healthy = selected.iter().filter(|candidate| is_healthy(candidate)).count();
+    let healthy = selected
+        .iter()
+        .filter(|candidate| is_healthy(candidate))
+        .count();
     let desired = desired_healthy(budget, expected);
 
     let allowed = if is_healthy(pod) {
         healthy > desired
     } else {
-        let policy = budget.pointer("/spec/unhealthyPodEvictionPolicy").and_then(Value::as_str);
+        let policy = budget
+            .pointer("/spec/unhealthyPodEvictionPolicy")
+            .and_then(Value::as_str);
         policy == Some("AlwaysAllow") || healthy >= desired
     };
     if allowed {
         return Ok(());
     }
 
-    let budget_name = budget.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-    let cause = format!("The disruption budget {budget_name} needs {desired} healthy pods and has {healthy} currently");
+    let budget_name = budget
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let cause = format!(
+        "The disruption budget {budget_name} needs {desired} healthy pods and has {healthy} currently"
+    );
     Err(ApiError::too_many_requests(
         target.kind,
         target.name,
@@ -122,7 +141,9 @@ fn check_budgets(store: &Store, target: &Target<'_>, pod: &Value) -> Result<(), 
 /// Returns a budget's selector. In `policy/v1` a missing selector selects no
 /// pods and an empty one selects every pod in the namespace.
 fn budget_selector(budget: &Value) -> Option<LabelSelector> {
-    let selector = budget.pointer("/spec/selector").filter(|selector| !selector.is_null())?;
+    let selector = budget
+        .pointer("/spec/selector")
+        .filter(|selector| !selector.is_null())?;
     match LabelSelector::from_object(selector) {
         Ok(selector) => Some(selector),
         Err(problem) => {
@@ -136,7 +157,11 @@ fn is_healthy(pod: &Value) -> bool {
     let ready = pod
         .pointer("/status/conditions")
         .and_then(Value::as_array)
-        .and_then(|conditions| conditions.iter().find(|condition| condition.get("type") == Some(&json!("Ready"))));
+        .and_then(|conditions| {
+            conditions
+                .iter()
+                .find(|condition| condition.get("type") == Some(&json!("Ready")))
+        });
     match ready {
         Some(condition) => condition.get("status").and_then(Value::as_str) == Some("True"),
         None => pod.pointer("/status/phase").and_then(Value::as_str) == Some("Running"),
@@ -170,6 +195,9 @@ fn int_or_percent(value: &Value, total: usize) -> usize {
         .and_then(|number| number.trim().parse::<usize>().ok());
     match percent {
         Some(percent) => (percent * total).div_ceil(100),
-        None => value.as_str().and_then(|text| text.parse().ok()).unwrap_or(0),
+        None => value
+            .as_str()
+            .and_then(|text| text.parse().ok())
+            .unwrap_or(0),
     }
 }

@@ -25,7 +25,7 @@
 //! - errors as `Status` objects, which kube-rs returns as
 //!   `kube::Error::Api` with the same code and reason.
 //!
-//! What it does not serve: watches (answered with 405), authentication
+//! What it does not serve: watches (rejected with 405), authentication
 //! and authorization, admission, field managers, defaulting beyond
 //! `spec.replicas`, and validation beyond object names and replica counts.
 //! Namespaces need not exist before objects are created in them.
@@ -80,6 +80,10 @@ use tokio::task::JoinHandle;
 use resources::ResourceKind;
 use store::Shared;
 
+/// Connect, read and write timeout of [`FakeKube::client`]. The server
+/// responds from memory, so any request that takes this long is stuck.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long [`FakeKube::shutdown`] waits for open connections to finish.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -114,6 +118,7 @@ pub struct Mutation {
 pub struct FakeKube {
     address: SocketAddr,
     shared: Shared,
+    /// Sending on it, or dropping it with the `FakeKube`, stops the server.
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -137,10 +142,13 @@ impl FakeKube {
         let (shutdown, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let stop = async {
-                // A dropped sender also means stop.
+                // An error means the sender was dropped, which also means stop.
                 let _ = stopped.await;
             };
-            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
                 tracing::error!(%address, %error, "fake Kubernetes API server failed");
             }
         });
@@ -160,7 +168,8 @@ impl FakeKube {
     }
 
     /// Builds a kube-rs client for this server, with default namespace
-    /// `default`, no TLS and no credentials.
+    /// `default`, no TLS and no credentials. Requests time out after ten
+    /// seconds, so a hung request fails the test instead of stalling it.
     ///
     /// # Panics
     /// Panics when called outside a tokio runtime, as `kube::Client::new` does.
@@ -174,14 +183,22 @@ impl FakeKube {
         // keeps kube-rs from loading the system's CA bundle, which would fail
         // on a machine that has none.
         config.root_cert = Some(Vec::new());
-        ::kube::Client::try_from(config)
-            .expect("a config with an http URL, no credentials and no certificates always builds a client")
+        config.connect_timeout = Some(CLIENT_TIMEOUT);
+        config.read_timeout = Some(CLIENT_TIMEOUT);
+        config.write_timeout = Some(CLIENT_TIMEOUT);
+        ::kube::Client::try_from(config).expect(
+            "a config with an http URL, no credentials and no certificates always builds a client",
+        )
     }
 
     /// Writes a kubeconfig file (JSON, which YAML parsers read) with one
     /// cluster, user and context named `steward-fake`, pointing at this
     /// server with namespace `default`, so that a program started with
     /// `KUBECONFIG=path` talks to it.
+    ///
+    /// NOTE: kube-rs (with rustls) loads the system's CA certificates for
+    /// any kubeconfig without a CA, even for a plain HTTP server, so a
+    /// client built from this file fails on a machine that has none.
     ///
     /// # Errors
     /// Fails when the file cannot be written.
@@ -199,8 +216,10 @@ impl FakeKube {
             "current-context": "steward-fake",
             "preferences": {},
         });
-        let text = serde_json::to_string_pretty(&kubeconfig).context("failed to serialize the kubeconfig")?;
-        std::fs::write(path, text).with_context(|| format!("failed to write the kubeconfig to {}", path.display()))
+        let text = serde_json::to_string_pretty(&kubeconfig)
+            .context("failed to serialize the kubeconfig")?;
+        std::fs::write(path, text)
+            .with_context(|| format!("failed to write the kubeconfig to {}", path.display()))
     }
 
     /// Stores `object` as if it had been created, replacing any object of
@@ -216,14 +235,26 @@ impl FakeKube {
     /// kind is not served.
     pub fn insert(&self, object: Value) -> anyhow::Result<Value> {
         let mut object = object;
-        let api_version = object.get("apiVersion").and_then(Value::as_str).context("the object has no apiVersion")?;
-        let kind_name = object.get("kind").and_then(Value::as_str).context("the object has no kind")?;
+        let api_version = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .context("the object has no apiVersion")?;
+        let kind_name = object
+            .get("kind")
+            .and_then(Value::as_str)
+            .context("the object has no kind")?;
         let kind = served_kind(api_version, kind_name)?;
-        anyhow::ensure!(!store::name_of(&object).is_empty(), "the {kind_name} has no metadata.name");
+        anyhow::ensure!(
+            !store::name_of(&object).is_empty(),
+            "the {kind_name} has no metadata.name"
+        );
 
         let metadata = store::metadata_mut(&mut object);
         if kind.is_namespaced() {
-            let namespace = metadata.get("namespace").and_then(Value::as_str).unwrap_or_default();
+            let namespace = metadata
+                .get("namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if namespace.is_empty() {
                 metadata.insert("namespace".to_owned(), Value::from("default"));
             }
@@ -251,9 +282,13 @@ impl FakeKube {
         K: ::kube::Resource<DynamicType = ()> + Serialize + DeserializeOwned,
     {
         let mut value = serde_json::to_value(object).context("failed to serialize the object")?;
-        let root = value.as_object_mut().context("the object does not serialize to a JSON object")?;
-        root.entry("apiVersion").or_insert_with(|| Value::from(K::api_version(&()).into_owned()));
-        root.entry("kind").or_insert_with(|| Value::from(K::kind(&()).into_owned()));
+        let root = value
+            .as_object_mut()
+            .context("the object does not serialize to a JSON object")?;
+        root.entry("apiVersion")
+            .or_insert_with(|| Value::from(K::api_version(&()).into_owned()));
+        root.entry("kind")
+            .or_insert_with(|| Value::from(K::kind(&()).into_owned()));
         let stored = self.insert(value)?;
         serde_json::from_value(stored).context("failed to read back the stored object")
     }
@@ -264,7 +299,13 @@ impl FakeKube {
     ///
     /// # Panics
     /// Panics when the kind is not served, which is a mistake in the test.
-    pub fn get_json(&self, api_version: &str, kind_or_plural: &str, namespace: &str, name: &str) -> Option<Value> {
+    pub fn get_json(
+        &self,
+        api_version: &str,
+        kind_or_plural: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
         let kind = expect_served(api_version, kind_or_plural);
         self.shared.lock().get(kind, namespace, name).cloned()
     }
@@ -281,7 +322,11 @@ impl FakeKube {
         let object = self.get_json(&K::api_version(&()), &K::kind(&()), namespace, name)?;
         match serde_json::from_value(object) {
             Ok(resource) => Some(resource),
-            Err(error) => panic!("the stored {} {namespace}/{name} is not a valid {}: {error}", K::kind(&()), K::kind(&())),
+            Err(error) => panic!(
+                "the stored {} {namespace}/{name} is not a valid {}: {error}",
+                K::kind(&()),
+                K::kind(&())
+            ),
         }
     }
 
@@ -290,7 +335,12 @@ impl FakeKube {
     ///
     /// # Panics
     /// Panics when the kind is not served.
-    pub fn list_json(&self, api_version: &str, kind_or_plural: &str, namespace: Option<&str>) -> Vec<Value> {
+    pub fn list_json(
+        &self,
+        api_version: &str,
+        kind_or_plural: &str,
+        namespace: Option<&str>,
+    ) -> Vec<Value> {
         let kind = expect_served(api_version, kind_or_plural);
         self.shared.lock().list(kind, namespace).cloned().collect()
     }
@@ -300,7 +350,13 @@ impl FakeKube {
     ///
     /// # Panics
     /// Panics when the kind is not served.
-    pub fn remove(&self, api_version: &str, kind_or_plural: &str, namespace: &str, name: &str) -> Option<Value> {
+    pub fn remove(
+        &self,
+        api_version: &str,
+        kind_or_plural: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
         let kind = expect_served(api_version, kind_or_plural);
         let mut store = self.shared.lock();
         let removed = store.remove(kind, namespace, name);
@@ -336,7 +392,9 @@ impl FakeKube {
         let code = StatusCode::from_u16(status_code)
             .ok()
             .filter(|code| code.is_client_error() || code.is_server_error())
-            .unwrap_or_else(|| panic!("fail_next needs an HTTP error status from 400 to 599, got {status_code}"));
+            .unwrap_or_else(|| {
+                panic!("fail_next needs an HTTP error status from 400 to 599, got {status_code}")
+            });
         self.shared.lock().inject_failures(count, code);
     }
 
@@ -349,17 +407,12 @@ impl FakeKube {
         let Some(mut server) = self.server.take() else {
             return;
         };
-        if tokio::time::timeout(SHUTDOWN_TIMEOUT, &mut server).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, &mut server)
+            .await
+            .is_err()
+        {
             tracing::warn!(address = %self.address, "fake Kubernetes API server did not stop in time; aborting it");
             server.abort();
-        }
-    }
-}
-
-impl Drop for FakeKube {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
         }
     }
 }

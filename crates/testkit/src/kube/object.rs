@@ -8,7 +8,7 @@ use super::resources::{ResourceKind, Subresource};
 use super::status::ApiError;
 use super::store::{self, Store};
 
-/// Which part of an object an update writes.
+/// The part of an object that an update writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum UpdateScope {
     /// The main resource: everything except `.status` when the kind has a
@@ -28,14 +28,24 @@ pub(super) fn check_create(
     mut object: Value,
 ) -> Result<Value, ApiError> {
     if !object.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     check_type_meta(kind, &mut object)?;
     check_namespace(kind, namespace, &mut object)?;
 
     let metadata = store::metadata_mut(&mut object);
-    let name = metadata.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let generate_name = metadata.get("generateName").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let name = metadata
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let generate_name = metadata
+        .get("generateName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let name = match (name.is_empty(), generate_name.is_empty()) {
         (false, _) => name,
         (true, false) => {
@@ -55,8 +65,14 @@ pub(super) fn check_create(
         let problem = format!("Invalid value: {name:?}: {problem}");
         return Err(ApiError::invalid(kind, &name, "metadata.name", &problem));
     }
-    if metadata.get("resourceVersion").and_then(Value::as_str).is_some_and(|version| !version.is_empty()) {
-        return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+    if metadata
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|version| !version.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "resourceVersion should not be set on objects to be created",
+        ));
     }
     metadata.insert("name".to_owned(), Value::from(name.clone()));
 
@@ -71,18 +87,32 @@ pub(super) fn check_create(
 /// for scalable kinds that lack it. `resourceVersion` is set by [`commit`].
 pub(super) fn stamp_new(kind: &ResourceKind, object: &mut Value) {
     let metadata = store::metadata_mut(object);
-    if metadata.get("uid").and_then(Value::as_str).is_none_or(str::is_empty) {
-        metadata.insert("uid".to_owned(), Value::from(uuid::Uuid::new_v4().to_string()));
+    if metadata
+        .get("uid")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        metadata.insert(
+            "uid".to_owned(),
+            Value::from(uuid::Uuid::new_v4().to_string()),
+        );
     }
     if metadata.get("creationTimestamp").is_none_or(Value::is_null) {
-        metadata.insert("creationTimestamp".to_owned(), Value::from(store::now_timestamp()));
+        metadata.insert(
+            "creationTimestamp".to_owned(),
+            Value::from(store::now_timestamp()),
+        );
     }
     metadata.insert("generation".to_owned(), Value::from(1));
     metadata.remove("generateName");
 
     if kind.has(Subresource::Scale) {
-        let root = object.as_object_mut().expect("stamped objects are JSON objects");
-        let spec = root.entry("spec").or_insert_with(|| Value::Object(Map::new()));
+        let root = object
+            .as_object_mut()
+            .expect("stamped objects are JSON objects");
+        let spec = root
+            .entry("spec")
+            .or_insert_with(|| Value::Object(Map::new()));
         if let Some(spec) = spec.as_object_mut() {
             spec.entry("replicas").or_insert(Value::from(1));
         }
@@ -103,7 +133,9 @@ pub(super) fn check_update(
     scope: UpdateScope,
 ) -> Result<Value, ApiError> {
     if !new.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     let name = store::name_of(old).to_owned();
     check_type_meta(kind, &mut new)?;
@@ -124,8 +156,10 @@ pub(super) fn check_update(
     }
     if let (Some(new_uid), Some(old_uid)) = (store::uid_of(&new), store::uid_of(old)) {
         if new_uid != old_uid {
-            let why = format!("Precondition failed: UID in precondition: {new_uid}, UID in object meta: {old_uid}");
-            return Err(ApiError::conflict(kind, &name, &why));
+            let detail = format!(
+                "Precondition failed: UID in precondition: {new_uid}, UID in object meta: {old_uid}"
+            );
+            return Err(ApiError::conflict(kind, &name, &detail));
         }
     }
 
@@ -143,8 +177,15 @@ pub(super) fn check_update(
         }
     };
 
-    let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
-    let generation = if store::spec_changed(old, &updated) { generation + 1 } else { generation };
+    let generation = old
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let generation = if store::spec_changed(old, &updated) {
+        generation + 1
+    } else {
+        generation
+    };
     let old_metadata = old.get("metadata").and_then(Value::as_object);
     let metadata = store::metadata_mut(&mut updated);
     for field in ["uid", "creationTimestamp", "resourceVersion"] {
@@ -158,8 +199,13 @@ pub(super) fn check_update(
 }
 
 /// Stores `object` under a new resource version, unless `dry_run`, and
-/// returns it as the API server would answer.
-pub(super) fn commit(store: &mut Store, kind: &ResourceKind, mut object: Value, dry_run: bool) -> Value {
+/// returns it as the API server would in its response.
+pub(super) fn commit(
+    store: &mut Store,
+    kind: &ResourceKind,
+    mut object: Value,
+    dry_run: bool,
+) -> Value {
     if !dry_run {
         let version = store.next_resource_version();
         store::metadata_mut(&mut object).insert("resourceVersion".to_owned(), Value::from(version));
@@ -172,7 +218,10 @@ pub(super) fn commit(store: &mut Store, kind: &ResourceKind, mut object: Value, 
 /// when missing.
 fn check_type_meta(kind: &ResourceKind, object: &mut Value) -> Result<(), ApiError> {
     let expected_api_version = kind.api_version();
-    let checks = [("apiVersion", expected_api_version.as_str()), ("kind", kind.kind)];
+    let checks = [
+        ("apiVersion", expected_api_version.as_str()),
+        ("kind", kind.kind),
+    ];
     for (field, expected) in checks {
         match object.get(field).and_then(Value::as_str) {
             Some(found) if found != expected => {
@@ -189,16 +238,22 @@ fn check_type_meta(kind: &ResourceKind, object: &mut Value) -> Result<(), ApiErr
 
 /// Checks `metadata.namespace` against the request's namespace and fills it
 /// in; cluster-scoped objects get none.
-fn check_namespace(kind: &ResourceKind, namespace: &str, object: &mut Value) -> Result<(), ApiError> {
+fn check_namespace(
+    kind: &ResourceKind,
+    namespace: &str,
+    object: &mut Value,
+) -> Result<(), ApiError> {
     let metadata = store::metadata_mut(object);
     if !kind.is_namespaced() {
         metadata.remove("namespace");
         return Ok(());
     }
     match metadata.get("namespace").and_then(Value::as_str) {
-        Some(found) if !found.is_empty() && found != namespace => Err(ApiError::bad_request(format!(
-            "the namespace of the provided object ({found}) does not match the namespace sent on the request ({namespace})"
-        ))),
+        Some(found) if !found.is_empty() && found != namespace => {
+            Err(ApiError::bad_request(format!(
+                "the namespace of the provided object ({found}) does not match the namespace sent on the request ({namespace})"
+            )))
+        }
         _ => {
             metadata.insert("namespace".to_owned(), Value::from(namespace));
             Ok(())
@@ -206,15 +261,19 @@ fn check_namespace(kind: &ResourceKind, namespace: &str, object: &mut Value) -> 
     }
 }
 
-/// Returns why `name` is not a valid DNS subdomain (RFC 1123), which is
+/// Returns the reason `name` is not a valid DNS subdomain (RFC 1123), which is
 /// what most kinds require of `metadata.name`.
 fn invalid_name(name: &str) -> Option<&'static str> {
-    let allowed = |character: char| character.is_ascii_lowercase() || character.is_ascii_digit() || "-.".contains(character);
-    let alphanumeric = |character: char| character.is_ascii_lowercase() || character.is_ascii_digit();
+    let allowed = |character: char| {
+        character.is_ascii_lowercase() || character.is_ascii_digit() || "-.".contains(character)
+    };
+    let alphanumeric =
+        |character: char| character.is_ascii_lowercase() || character.is_ascii_digit();
     if name.len() > 253 {
         return Some("must be no more than 253 characters");
     }
-    let starts_and_ends_alphanumeric = name.starts_with(alphanumeric) && name.ends_with(alphanumeric);
+    let starts_and_ends_alphanumeric =
+        name.starts_with(alphanumeric) && name.ends_with(alphanumeric);
     if !name.chars().all(allowed) || !starts_and_ends_alphanumeric {
         return Some(
             "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', \

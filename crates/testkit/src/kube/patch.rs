@@ -39,19 +39,23 @@ impl PatchType {
     }
 }
 
-/// Why a patch could not be applied.
+/// The failure to apply a patch.
 #[derive(Debug)]
 pub(super) enum PatchError {
-    /// The patch document has the wrong shape; the API server answers 400.
+    /// The patch document has the wrong shape; the API server responds with 400.
     Malformed(String),
     /// A JSON patch operation failed, for example a `test` that did not
-    /// match; the API server answers 422.
+    /// match; the API server responds with 422.
     Failed(String),
 }
 
 /// Applies `patch` of type `patch_type` to `target`. On error `target` is
 /// unchanged.
-pub(super) fn apply(patch_type: PatchType, target: &mut Value, patch: &Value) -> Result<(), PatchError> {
+pub(super) fn apply(
+    patch_type: PatchType,
+    target: &mut Value,
+    patch: &Value,
+) -> Result<(), PatchError> {
     match patch_type {
         PatchType::Json => json_patch_apply(target, patch),
         PatchType::Merge => {
@@ -74,7 +78,9 @@ fn require_object(patch: &Value) -> Result<(), PatchError> {
     if patch.is_object() {
         Ok(())
     } else {
-        Err(PatchError::Malformed("a merge patch must be a JSON object".to_owned()))
+        Err(PatchError::Malformed(
+            "a merge patch must be a JSON object".to_owned(),
+        ))
     }
 }
 
@@ -99,8 +105,8 @@ const MERGE_KEYS: &[(&str, &str)] = &[
 /// Applies a strategic merge patch.
 ///
 /// Maps merge as in a JSON merge patch. A list of objects merges item by
-/// item on its merge key (`name` unless `MERGE_KEYS` or the port rule says
-/// otherwise): items with a new key are appended, items with a known key
+/// item on its merge key (`name` unless `MERGE_KEYS` or the port rule names
+/// another): items with a new key are appended, items with a known key
 /// merge into the existing item, and `$patch: delete` removes one. Every
 /// other list replaces the old one. `$patch: replace` replaces a map or a
 /// list whole. Other directives (`$retainKeys`, `$setElementOrder/...`,
@@ -137,20 +143,32 @@ pub(super) fn strategic_merge(target: &mut Value, patch: &Value) {
             merge_list(field, existing, items);
             continue;
         }
-        strategic_merge(target_map.entry(field.clone()).or_insert(Value::Null), value);
+        strategic_merge(
+            target_map.entry(field.clone()).or_insert(Value::Null),
+            value,
+        );
     }
 }
 
 fn merge_list(field: &str, existing: &mut Value, items: &[Value]) {
-    let is_replace_marker =
-        |item: &Value| item.as_object().is_some_and(|map| map.len() == 1 && map.get("$patch") == Some(&Value::from("replace")));
+    let is_replace_marker = |item: &Value| {
+        item.as_object()
+            .is_some_and(|map| map.len() == 1 && map.get("$patch") == Some(&Value::from("replace")))
+    };
     let replace = items.iter().any(is_replace_marker);
-    let items: Vec<&Value> = items.iter().filter(|item| !is_replace_marker(item)).collect();
+    let items: Vec<&Value> = items
+        .iter()
+        .filter(|item| !is_replace_marker(item))
+        .collect();
 
-    let merge_key = if replace { None } else { merge_key(field, &items) };
+    let merge_key = if replace {
+        None
+    } else {
+        merge_key(field, &items)
+    };
     let (Some(key), Value::Array(existing_items)) = (merge_key, &mut *existing) else {
-        let kept = items.into_iter().filter(|item| !is_delete_marker(item));
-        *existing = Value::Array(kept.map(without_directives).collect());
+        let remaining = items.into_iter().filter(|item| !is_delete_marker(item));
+        *existing = Value::Array(remaining.map(without_directives).collect());
         return;
     };
 
@@ -180,7 +198,11 @@ fn merge_list(field: &str, existing: &mut Value, items: &[Value]) {
 fn merge_key(field: &str, items: &[&Value]) -> Option<&'static str> {
     let has_key = |key: &str| !items.is_empty() && items.iter().all(|item| item.get(key).is_some());
     let key = if field == "ports" {
-        if has_key("containerPort") { "containerPort" } else { "port" }
+        if has_key("containerPort") {
+            "containerPort"
+        } else {
+            "port"
+        }
     } else {
         MERGE_KEYS
             .iter()

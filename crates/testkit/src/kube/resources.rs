@@ -66,6 +66,8 @@ use Scope::{Cluster, Namespaced};
 use Subresource::{Eviction, Log, Scale, Status};
 
 /// Every kind the server stores. Add a kind by adding a line.
+// Kept one entry per line, which rustfmt would otherwise break up.
+#[rustfmt::skip]
 pub(super) const KINDS: &[ResourceKind] = &[
     kind("", "v1", "Pod", "pods", Namespaced, &[Status, Eviction, Log]),
     kind("", "v1", "Service", "services", Namespaced, &[Status]),
@@ -148,7 +150,10 @@ pub(super) fn find(group: &str, version: &str, plural: &str) -> Option<&'static 
 
 /// Finds a kind by `apiVersion` and either its kind (`Deployment`) or its
 /// plural (`deployments`).
-pub(super) fn find_by_api_version(api_version: &str, kind_or_plural: &str) -> Option<&'static ResourceKind> {
+pub(super) fn find_by_api_version(
+    api_version: &str,
+    kind_or_plural: &str,
+) -> Option<&'static ResourceKind> {
     let (group, version) = split_api_version(api_version);
     KINDS.iter().find(|kind| {
         kind.group == group
@@ -159,7 +164,9 @@ pub(super) fn find_by_api_version(api_version: &str, kind_or_plural: &str) -> Op
 
 /// Returns whether any kind is served in `group`/`version`.
 pub(super) fn serves_group_version(group: &str, version: &str) -> bool {
-    KINDS.iter().any(|kind| kind.group == group && kind.version == version)
+    KINDS
+        .iter()
+        .any(|kind| kind.group == group && kind.version == version)
 }
 
 /// Splits `apps/v1` into `("apps", "v1")` and `v1` into `("", "v1")`.

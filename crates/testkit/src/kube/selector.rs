@@ -20,8 +20,12 @@ impl Requirement {
         match self {
             Self::Equals(key, value) => label(key) == Some(value.as_str()),
             Self::NotEquals(key, value) => label(key) != Some(value.as_str()),
-            Self::In(key, values) => label(key).is_some_and(|found| values.iter().any(|value| value == found)),
-            Self::NotIn(key, values) => !label(key).is_some_and(|found| values.iter().any(|value| value == found)),
+            Self::In(key, values) => {
+                label(key).is_some_and(|found| values.iter().any(|value| value == found))
+            }
+            Self::NotIn(key, values) => {
+                !label(key).is_some_and(|found| values.iter().any(|value| value == found))
+            }
             Self::Exists(key) => labels.contains_key(key),
             Self::NotExists(key) => !labels.contains_key(key),
         }
@@ -84,7 +88,9 @@ impl LabelSelector {
     }
 
     pub(super) fn matches(&self, labels: &Map<String, Value>) -> bool {
-        self.requirements.iter().all(|requirement| requirement.matches(labels))
+        self.requirements
+            .iter()
+            .all(|requirement| requirement.matches(labels))
     }
 
     /// Renders the selector in query syntax, as `Scale.status.selector` has it.
@@ -130,7 +136,9 @@ fn parse_requirement(term: &str) -> Result<Requirement, String> {
     }
     if let Some(open) = term.find('(') {
         let Some(values) = term[open + 1..].strip_suffix(')') else {
-            return Err(format!("invalid label selector term {term:?}: missing closing parenthesis"));
+            return Err(format!(
+                "invalid label selector term {term:?}: missing closing parenthesis"
+            ));
         };
         let values: Vec<String> = values
             .split(',')
@@ -144,13 +152,21 @@ fn parse_requirement(term: &str) -> Result<Requirement, String> {
         if let Some(key) = head.strip_suffix(" in") {
             return Ok(Requirement::In(valid_key(key.trim(), term)?, values));
         }
-        return Err(format!("invalid label selector term {term:?}: expected `in` or `notin`"));
+        return Err(format!(
+            "invalid label selector term {term:?}: expected `in` or `notin`"
+        ));
     }
     if let Some((key, value)) = term.split_once("!=") {
-        return Ok(Requirement::NotEquals(valid_key(key.trim(), term)?, value.trim().to_owned()));
+        return Ok(Requirement::NotEquals(
+            valid_key(key.trim(), term)?,
+            value.trim().to_owned(),
+        ));
     }
     if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
-        return Ok(Requirement::Equals(valid_key(key.trim(), term)?, value.trim().to_owned()));
+        return Ok(Requirement::Equals(
+            valid_key(key.trim(), term)?,
+            value.trim().to_owned(),
+        ));
     }
     Ok(Requirement::Exists(valid_key(term, term)?))
 }
@@ -158,7 +174,9 @@ fn parse_requirement(term: &str) -> Result<Requirement, String> {
 fn valid_key(key: &str, term: &str) -> Result<String, String> {
     let allowed = |character: char| character.is_ascii_alphanumeric() || "-_./".contains(character);
     if key.is_empty() || !key.chars().all(allowed) {
-        return Err(format!("invalid label selector term {term:?}: invalid key {key:?}"));
+        return Err(format!(
+            "invalid label selector term {term:?}: invalid key {key:?}"
+        ));
     }
     Ok(key.to_owned())
 }
@@ -169,11 +187,20 @@ fn parse_expression(expression: &Value) -> Result<Requirement, String> {
         .and_then(Value::as_str)
         .ok_or("matchExpressions entry has no key")?
         .to_owned();
-    let operator = expression.get("operator").and_then(Value::as_str).unwrap_or_default();
+    let operator = expression
+        .get("operator")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let values: Vec<String> = expression
         .get("values")
         .and_then(Value::as_array)
-        .map(|values| values.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|values| {
+            values
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
     match operator {
         "In" => Ok(Requirement::In(key, values)),
@@ -200,13 +227,21 @@ pub(super) struct FieldSelector {
 impl FieldSelector {
     pub(super) fn parse(text: &str) -> Result<Self, String> {
         let mut requirements = Vec::new();
-        for term in text.split(',').map(str::trim).filter(|term| !term.is_empty()) {
+        for term in text
+            .split(',')
+            .map(str::trim)
+            .filter(|term| !term.is_empty())
+        {
             let (path, value, equals) = if let Some((path, value)) = term.split_once("!=") {
                 (path, value, false)
-            } else if let Some((path, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
+            } else if let Some((path, value)) =
+                term.split_once("==").or_else(|| term.split_once('='))
+            {
                 (path, value, true)
             } else {
-                return Err(format!("invalid field selector term {term:?}: expected field=value or field!=value"));
+                return Err(format!(
+                    "invalid field selector term {term:?}: expected field=value or field!=value"
+                ));
             };
             let path: Vec<String> = path.trim().split('.').map(str::to_owned).collect();
             requirements.push((path, value.trim().to_owned(), equals));

@@ -24,7 +24,7 @@ pub(super) fn router(shared: Shared) -> Router {
     Router::new().fallback(handle).with_state(shared)
 }
 
-/// A successful answer.
+/// A successful response.
 pub(super) enum Reply {
     Json(StatusCode, Value),
     Text(String),
@@ -34,7 +34,9 @@ impl IntoResponse for Reply {
     fn into_response(self) -> Response {
         match self {
             Self::Json(code, body) => (code, axum::Json(body)).into_response(),
-            Self::Text(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
+            Self::Text(text) => {
+                ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+            }
         }
     }
 }
@@ -72,7 +74,9 @@ impl Params {
                 },
                 "labelSelector" => params.label_selector = Some(value),
                 "fieldSelector" => params.field_selector = Some(value),
-                "limit" => params.limit = Some(parse_count(&key, &value)?).filter(|limit| *limit > 0),
+                "limit" => {
+                    params.limit = Some(parse_count(&key, &value)?).filter(|limit| *limit > 0)
+                }
                 "continue" => params.continue_after = Some(value).filter(|token| !token.is_empty()),
                 "watch" => params.watch = matches!(value.as_str(), "true" | "1"),
                 "tailLines" => params.tail_lines = Some(parse_count(&key, &value)?),
@@ -84,9 +88,11 @@ impl Params {
 }
 
 fn parse_count(key: &str, value: &str) -> Result<usize, ApiError> {
-    value
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("invalid {key} value {value:?}: expected a non-negative integer")))
+    value.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "invalid {key} value {value:?}: expected a non-negative integer"
+        ))
+    })
 }
 
 /// One request, parsed.
@@ -95,17 +101,18 @@ pub(super) struct ApiRequest {
     pub path: String,
     pub params: Params,
     pub content_type: String,
-    /// Whether `Accept` asks for `PartialObjectMetadata` instead of whole
+    /// Whether `Accept` requests `PartialObjectMetadata` instead of whole
     /// objects, as `Api::get_metadata` and `Api::list_metadata` do.
     pub metadata_only: bool,
     pub body: Bytes,
 }
 
 impl ApiRequest {
-    /// Parses the body as JSON, answering 400 when it is not.
+    /// Parses the body as JSON, returning a 400 error when it is not.
     pub(super) fn json_body(&self) -> Result<Value, ApiError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|error| ApiError::bad_request(format!("the request body is not valid JSON: {error}")))
+        serde_json::from_slice(&self.body).map_err(|error| {
+            ApiError::bad_request(format!("the request body is not valid JSON: {error}"))
+        })
     }
 
     /// Parses an optional JSON body, such as `DeleteOptions`; an empty body
@@ -132,7 +139,7 @@ impl Target<'_> {
         ApiError::not_found(self.kind, self.name)
     }
 
-    /// Returns a copy of the stored object, or the 404 answer.
+    /// Returns a copy of the stored object, or the 404 error.
     pub(super) fn load(&self, store: &Store) -> Result<Value, ApiError> {
         store
             .get(self.kind, self.namespace, self.name)
@@ -165,17 +172,34 @@ impl Target<'_> {
     }
 }
 
-/// Where a path leads.
+/// The destination of a request path.
 enum Route {
     Version,
     CoreApiVersions,
     ApiGroups,
-    ResourceList { group: String, version: String },
-    Collection { kind: &'static ResourceKind, namespace: Option<String> },
-    Object { kind: &'static ResourceKind, namespace: String, name: String, subresource: Option<Subresource> },
+    ResourceList {
+        group: String,
+        version: String,
+    },
+    Collection {
+        kind: &'static ResourceKind,
+        namespace: Option<String>,
+    },
+    Object {
+        kind: &'static ResourceKind,
+        namespace: String,
+        name: String,
+        subresource: Option<Subresource>,
+    },
 }
 
-async fn handle(State(shared): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(shared): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let header_text = |name: header::HeaderName| {
         headers
             .get(name)
@@ -186,68 +210,119 @@ async fn handle(State(shared): State<Shared>, method: Method, uri: Uri, headers:
     let accept = header_text(header::ACCEPT);
     let content_type = header_text(header::CONTENT_TYPE);
 
-    let response = {
+    let outcome = {
         let mut store = shared.lock();
         match store.take_injected_failure() {
-            Some(code) => ApiError::injected(code).into_response(),
-            None => match Params::parse(&uri) {
-                Ok(params) => {
-                    let request = ApiRequest {
-                        method: method.clone(),
-                        path: uri.path().to_owned(),
-                        params,
-                        content_type,
-                        metadata_only: accept.contains("as=PartialObjectMetadata"),
-                        body,
-                    };
-                    serve(&mut store, &request).map_or_else(IntoResponse::into_response, IntoResponse::into_response)
-                }
-                Err(error) => error.into_response(),
-            },
+            Some(code) => Err(ApiError::injected(code)),
+            None => Params::parse(&uri).and_then(|params| {
+                let request = ApiRequest {
+                    method: method.clone(),
+                    path: uri.path().to_owned(),
+                    params,
+                    content_type,
+                    metadata_only: accept.contains("as=PartialObjectMetadata"),
+                    body,
+                };
+                serve(&mut store, &request)
+            }),
         }
     };
-    tracing::debug!(%method, %uri, status = response.status().as_u16(), "fake Kubernetes API request");
-    response
+
+    match outcome {
+        Ok(reply) => {
+            let response = reply.into_response();
+            let status = response.status().as_u16();
+            tracing::debug!(%method, %uri, status, "fake Kubernetes API request served");
+            response
+        }
+        Err(error) => {
+            tracing::debug!(
+                %method,
+                %uri,
+                status = error.code.as_u16(),
+                reason = error.reason,
+                message = %error.message,
+                "fake Kubernetes API request failed"
+            );
+            error.into_response()
+        }
+    }
 }
 
 fn serve(store: &mut Store, request: &ApiRequest) -> Result<Reply, ApiError> {
     let method = &request.method;
     let not_allowed = || ApiError::method_not_allowed(method.as_str(), &request.path);
     match route(&request.path)? {
-        Route::Version if method == Method::GET => Ok(Reply::Json(StatusCode::OK, discovery::version())),
-        Route::CoreApiVersions if method == Method::GET => Ok(Reply::Json(StatusCode::OK, discovery::core_api_versions())),
-        Route::ApiGroups if method == Method::GET => Ok(Reply::Json(StatusCode::OK, discovery::api_groups())),
-        Route::ResourceList { group, version } if method == Method::GET => {
-            Ok(Reply::Json(StatusCode::OK, discovery::resource_list(&group, &version)))
+        Route::Version if method == Method::GET => {
+            Ok(Reply::Json(StatusCode::OK, discovery::version()))
         }
-        Route::Version | Route::CoreApiVersions | Route::ApiGroups | Route::ResourceList { .. } => Err(not_allowed()),
+        Route::CoreApiVersions if method == Method::GET => {
+            Ok(Reply::Json(StatusCode::OK, discovery::core_api_versions()))
+        }
+        Route::ApiGroups if method == Method::GET => {
+            Ok(Reply::Json(StatusCode::OK, discovery::api_groups()))
+        }
+        Route::ResourceList { group, version } if method == Method::GET => Ok(Reply::Json(
+            StatusCode::OK,
+            discovery::resource_list(&group, &version),
+        )),
+        Route::Version | Route::CoreApiVersions | Route::ApiGroups | Route::ResourceList { .. } => {
+            Err(not_allowed())
+        }
 
         Route::Collection { kind, namespace } => match (method.clone(), namespace) {
             // NOTE: watches are not served, so kube-runtime watchers and
             // reflectors cannot run against this server.
-            (Method::GET, _) if request.params.watch => Err(ApiError::method_not_allowed("watch", &request.path)),
+            (Method::GET, _) if request.params.watch => {
+                Err(ApiError::method_not_allowed("watch", &request.path))
+            }
             (Method::GET, namespace) => list(store, request, kind, namespace.as_deref()),
             (Method::POST, Some(namespace)) => create(store, request, kind, &namespace),
             (Method::POST, None) if !kind.is_namespaced() => create(store, request, kind, ""),
-            (Method::DELETE, Some(namespace)) => delete_collection(store, request, kind, &namespace),
-            (Method::DELETE, None) if !kind.is_namespaced() => delete_collection(store, request, kind, ""),
+            (Method::DELETE, Some(namespace)) => {
+                delete_collection(store, request, kind, &namespace)
+            }
+            (Method::DELETE, None) if !kind.is_namespaced() => {
+                delete_collection(store, request, kind, "")
+            }
             _ => Err(not_allowed()),
         },
 
-        Route::Object { kind, namespace, name, subresource } => {
-            let target = Target { kind, namespace: &namespace, name: &name };
+        Route::Object {
+            kind,
+            namespace,
+            name,
+            subresource,
+        } => {
+            let target = Target {
+                kind,
+                namespace: &namespace,
+                name: &name,
+            };
             match (method.clone(), subresource) {
                 (Method::GET, None | Some(Subresource::Status)) => get(store, request, &target),
                 (Method::PUT, None) => replace(store, request, &target, UpdateScope::Object),
-                (Method::PUT, Some(Subresource::Status)) => replace(store, request, &target, UpdateScope::Status),
+                (Method::PUT, Some(Subresource::Status)) => {
+                    replace(store, request, &target, UpdateScope::Status)
+                }
                 (Method::PATCH, None) => patch(store, request, &target, UpdateScope::Object),
-                (Method::PATCH, Some(Subresource::Status)) => patch(store, request, &target, UpdateScope::Status),
+                (Method::PATCH, Some(Subresource::Status)) => {
+                    patch(store, request, &target, UpdateScope::Status)
+                }
                 (Method::DELETE, None) => delete(store, request, &target),
                 (Method::GET, Some(Subresource::Scale)) => subresources::get_scale(store, &target),
-                (Method::PUT, Some(Subresource::Scale)) => subresources::replace_scale(store, request, &target),
-                (Method::PATCH, Some(Subresource::Scale)) => subresources::patch_scale(store, request, &target),
-                (Method::POST, Some(Subresource::Eviction)) => eviction::evict(store, request, &target),
-                (Method::GET, Some(Subresource::Log)) => subresources::pod_log(store, request, &target),
+                (Method::PUT, Some(Subresource::Scale)) => {
+                    subresources::replace_scale(store, request, &target)
+                }
+                (Method::PATCH, Some(Subresource::Scale)) => {
+                    subresources::patch_scale(store, request, &target)
+                }
+                (Method::POST, Some(Subresource::Eviction)) => {
+                    eviction::evict(store, request, &target)
+                }
+                (Method::GET, Some(Subresource::Log)) => {
+                    subresources::pod_log(store, request, &target)
+                }
                 _ => Err(not_allowed()),
             }
         }
@@ -271,9 +346,13 @@ fn resource_route(group: &str, version: &str, rest: &[&str]) -> Result<Route, Ap
     if !resources::serves_group_version(group, version) {
         return Err(ApiError::unknown_resource());
     }
-    let namespaced_kind = |plural: &str| resources::find(group, version, plural).filter(|kind| kind.is_namespaced());
+    let namespaced_kind =
+        |plural: &str| resources::find(group, version, plural).filter(|kind| kind.is_namespaced());
     match rest {
-        [] => Ok(Route::ResourceList { group: group.to_owned(), version: version.to_owned() }),
+        [] => Ok(Route::ResourceList {
+            group: group.to_owned(),
+            version: version.to_owned(),
+        }),
         // `/namespaces/{name}/status` is a namespace's own subresource, so a
         // third segment leads into the namespace only when it names a kind.
         ["namespaces", namespace, plural, tail @ ..] if namespaced_kind(plural).is_some() => {
@@ -281,13 +360,18 @@ fn resource_route(group: &str, version: &str, rest: &[&str]) -> Result<Route, Ap
             object_route(kind, Some(namespace), tail)
         }
         [plural, tail @ ..] => {
-            let kind = resources::find(group, version, plural).ok_or_else(ApiError::unknown_resource)?;
+            let kind =
+                resources::find(group, version, plural).ok_or_else(ApiError::unknown_resource)?;
             object_route(kind, None, tail)
         }
     }
 }
 
-fn object_route(kind: &'static ResourceKind, namespace: Option<&str>, tail: &[&str]) -> Result<Route, ApiError> {
+fn object_route(
+    kind: &'static ResourceKind,
+    namespace: Option<&str>,
+    tail: &[&str],
+) -> Result<Route, ApiError> {
     if namespace.is_none() && kind.is_namespaced() && !tail.is_empty() {
         return Err(ApiError::unknown_resource());
     }
@@ -296,7 +380,10 @@ fn object_route(kind: &'static ResourceKind, namespace: Option<&str>, tail: &[&s
         [] => Ok(Route::Collection { kind, namespace }),
         [name, rest @ ..] if rest.len() <= 1 => {
             let subresource = match rest.first() {
-                Some(segment) => Some(kind.subresource(segment).ok_or_else(ApiError::unknown_resource)?),
+                Some(segment) => Some(
+                    kind.subresource(segment)
+                        .ok_or_else(ApiError::unknown_resource)?,
+                ),
                 None => None,
             };
             Ok(Route::Object {
@@ -312,24 +399,43 @@ fn object_route(kind: &'static ResourceKind, namespace: Option<&str>, tail: &[&s
 
 fn get(store: &Store, request: &ApiRequest, target: &Target<'_>) -> Result<Reply, ApiError> {
     let object = target.load(store)?;
-    let object = if request.metadata_only { partial_metadata(&object) } else { object };
+    let object = if request.metadata_only {
+        partial_metadata(&object)
+    } else {
+        object
+    };
     Ok(Reply::Json(StatusCode::OK, object))
 }
 
-fn list(store: &Store, request: &ApiRequest, kind: &ResourceKind, namespace: Option<&str>) -> Result<Reply, ApiError> {
+fn list(
+    store: &Store,
+    request: &ApiRequest,
+    kind: &ResourceKind,
+    namespace: Option<&str>,
+) -> Result<Reply, ApiError> {
     let matching = select(store, request, kind, namespace)?;
 
-    let after = request.params.continue_after.as_deref().map(|token| token.split_once('/').unwrap_or(("", token)));
+    let after = request
+        .params
+        .continue_after
+        .as_deref()
+        .map(|token| token.split_once('/').unwrap_or(("", token)));
     let mut page: Vec<&Value> = matching
         .into_iter()
-        .filter(|object| after.is_none_or(|after| (store::namespace_of(object), store::name_of(object)) > after))
+        .filter(|object| {
+            after.is_none_or(|after| (store::namespace_of(object), store::name_of(object)) > after)
+        })
         .collect();
     let mut list_metadata = json!({ "resourceVersion": store.current_resource_version() });
     if let Some(limit) = request.params.limit.filter(|limit| *limit < page.len()) {
         let remaining = page.len() - limit;
         page.truncate(limit);
         if let Some(last) = page.last() {
-            list_metadata["continue"] = Value::from(format!("{}/{}", store::namespace_of(last), store::name_of(last)));
+            list_metadata["continue"] = Value::from(format!(
+                "{}/{}",
+                store::namespace_of(last),
+                store::name_of(last)
+            ));
             list_metadata["remainingItemCount"] = Value::from(remaining);
         }
     }
@@ -382,10 +488,19 @@ fn partial_metadata(object: &Value) -> Value {
     })
 }
 
-fn create(store: &mut Store, request: &ApiRequest, kind: &'static ResourceKind, namespace: &str) -> Result<Reply, ApiError> {
+fn create(
+    store: &mut Store,
+    request: &ApiRequest,
+    kind: &'static ResourceKind,
+    namespace: &str,
+) -> Result<Reply, ApiError> {
     let body = request.json_body()?;
     let object = create_object(store, kind, namespace, body.clone(), request.params.dry_run)?;
-    let target = Target { kind, namespace, name: store::name_of(&object) };
+    let target = Target {
+        kind,
+        namespace,
+        name: store::name_of(&object),
+    };
     let mutation = target.mutation("create", None, request.params.dry_run, None, body);
     store.record(mutation);
     Ok(Reply::Json(StatusCode::CREATED, object))
@@ -413,7 +528,12 @@ fn create_object(
     Ok(object::commit(store, kind, object, dry_run))
 }
 
-fn replace(store: &mut Store, request: &ApiRequest, target: &Target<'_>, scope: UpdateScope) -> Result<Reply, ApiError> {
+fn replace(
+    store: &mut Store,
+    request: &ApiRequest,
+    target: &Target<'_>,
+    scope: UpdateScope,
+) -> Result<Reply, ApiError> {
     let old = target.load(store)?;
     let body = request.json_body()?;
     let updated = object::check_update(target.kind, &old, body.clone(), scope)?;
@@ -431,13 +551,15 @@ pub(super) fn read_patch(request: &ApiRequest) -> Result<(PatchType, Value), Api
     let document = request.json_body().map_err(|error| match patch_type {
         // NOTE: apply patches are read as JSON only, which is what kube-rs
         // sends; a YAML document from another client is rejected.
-        PatchType::Apply => ApiError::bad_request(format!("{}; send the apply patch as JSON", error.message)),
+        PatchType::Apply => {
+            ApiError::bad_request(format!("{}; send the apply patch as JSON", error.message))
+        }
         _ => error,
     })?;
     Ok((patch_type, document))
 }
 
-/// Applies a patch document, answering 400 for a malformed patch and 422
+/// Applies a patch document, returning a 400 error for a malformed patch and 422
 /// for a JSON patch operation that fails.
 pub(super) fn apply_patch(
     target: &Target<'_>,
@@ -451,12 +573,20 @@ pub(super) fn apply_patch(
     })
 }
 
-fn patch(store: &mut Store, request: &ApiRequest, target: &Target<'_>, scope: UpdateScope) -> Result<Reply, ApiError> {
+fn patch(
+    store: &mut Store,
+    request: &ApiRequest,
+    target: &Target<'_>,
+    scope: UpdateScope,
+) -> Result<Reply, ApiError> {
     let (patch_type, document) = read_patch(request)?;
     let dry_run = request.params.dry_run;
     let subresource = (scope == UpdateScope::Status).then_some(Subresource::Status);
 
-    let Some(old) = store.get(target.kind, target.namespace, target.name).cloned() else {
+    let Some(old) = store
+        .get(target.kind, target.namespace, target.name)
+        .cloned()
+    else {
         // Server-side apply creates the object when it does not exist.
         if patch_type == PatchType::Apply && scope == UpdateScope::Object {
             let mut body = document.clone();
@@ -480,7 +610,7 @@ fn patch(store: &mut Store, request: &ApiRequest, target: &Target<'_>, scope: Up
     Ok(Reply::Json(StatusCode::OK, object))
 }
 
-/// Returns whether `DeleteOptions` ask for a dry run (`dryRun: ["All"]`).
+/// Returns whether `DeleteOptions` request a dry run (`dryRun: ["All"]`).
 pub(super) fn options_dry_run(options: &Value) -> bool {
     options
         .get("dryRun")
@@ -489,14 +619,23 @@ pub(super) fn options_dry_run(options: &Value) -> bool {
 }
 
 /// Checks `preconditions.uid` and `preconditions.resourceVersion` of
-/// `DeleteOptions` against the stored object, answering 409 on a mismatch.
-pub(super) fn check_preconditions(target: &Target<'_>, object: &Value, options: &Value) -> Result<(), ApiError> {
+/// `DeleteOptions` against the stored object, returning a 409
+/// error on a mismatch.
+pub(super) fn check_preconditions(
+    target: &Target<'_>,
+    object: &Value,
+    options: &Value,
+) -> Result<(), ApiError> {
     let Some(preconditions) = options.get("preconditions") else {
         return Ok(());
     };
     let checks = [
         ("uid", "UID", store::uid_of(object)),
-        ("resourceVersion", "ResourceVersion", store::resource_version_of(object)),
+        (
+            "resourceVersion",
+            "ResourceVersion",
+            store::resource_version_of(object),
+        ),
     ];
     for (field, label, actual) in checks {
         let Some(expected) = preconditions.get(field).and_then(Value::as_str) else {
@@ -504,14 +643,16 @@ pub(super) fn check_preconditions(target: &Target<'_>, object: &Value, options: 
         };
         if Some(expected) != actual {
             let actual = actual.unwrap_or_default();
-            let why = format!("Precondition failed: {label} in precondition: {expected}, {label} in object meta: {actual}");
-            return Err(ApiError::conflict(target.kind, target.name, &why));
+            let detail = format!(
+                "Precondition failed: {label} in precondition: {expected}, {label} in object meta: {actual}"
+            );
+            return Err(ApiError::conflict(target.kind, target.name, &detail));
         }
     }
     Ok(())
 }
 
-/// Deletes one object at once and answers with it as it was.
+/// Deletes one object at once and returns it as it was.
 ///
 /// NOTE: deletion is immediate: there is no grace period, no finalizers and
 /// no garbage collection of dependents or of a namespace's contents.
@@ -529,7 +670,7 @@ fn delete(store: &mut Store, request: &ApiRequest, target: &Target<'_>) -> Resul
 }
 
 /// Deletes the objects that match the request's selectors, logging one
-/// `delete` mutation each, and answers with the list of deleted objects.
+/// `delete` mutation each, and returns the list of deleted objects.
 fn delete_collection(
     store: &mut Store,
     request: &ApiRequest,
@@ -539,9 +680,16 @@ fn delete_collection(
     let options = request.optional_json_body()?;
     let dry_run = request.params.dry_run || options_dry_run(&options);
     let namespace_filter = kind.is_namespaced().then_some(namespace);
-    let deleted: Vec<Value> = select(store, request, kind, namespace_filter)?.into_iter().cloned().collect();
+    let deleted: Vec<Value> = select(store, request, kind, namespace_filter)?
+        .into_iter()
+        .cloned()
+        .collect();
     for object in &deleted {
-        let target = Target { kind, namespace: store::namespace_of(object), name: store::name_of(object) };
+        let target = Target {
+            kind,
+            namespace: store::namespace_of(object),
+            name: store::name_of(object),
+        };
         if !dry_run {
             store.remove(kind, target.namespace, target.name);
             store.next_resource_version();

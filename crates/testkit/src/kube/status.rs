@@ -1,4 +1,4 @@
-//! Error answers as Kubernetes `Status` objects, which kube-rs turns into
+//! Error responses as Kubernetes `Status` objects, which kube-rs turns into
 //! `kube::Error::Api` carrying the code, reason and message.
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::resources::ResourceKind;
 
-/// A failed request, answered with a `Status` body.
+/// A failed request, sent to the client as a `Status` body.
 #[derive(Clone, Debug)]
 pub(super) struct ApiError {
     pub code: StatusCode,
@@ -47,9 +47,13 @@ impl ApiError {
         self
     }
 
-    /// Builds the answer for a status code given to `FakeKube::fail_next`.
+    /// Builds the error for a status code given to `FakeKube::fail_next`.
     pub(super) fn injected(code: StatusCode) -> Self {
-        Self::new(code, reason_for(code), format!("injected failure with status {}", code.as_u16()))
+        Self::new(
+            code,
+            reason_for(code),
+            format!("injected failure with status {}", code.as_u16()),
+        )
     }
 
     pub(super) fn not_found(kind: &ResourceKind, name: &str) -> Self {
@@ -57,9 +61,13 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "NotFound", message).with_object(kind, name)
     }
 
-    /// The answer for a path that names no served resource.
+    /// Builds the error for a path that names no served resource.
     pub(super) fn unknown_resource() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     pub(super) fn already_exists(kind: &ResourceKind, name: &str) -> Self {
@@ -67,7 +75,7 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "AlreadyExists", message).with_object(kind, name)
     }
 
-    /// The answer for a stale `resourceVersion` on an update or patch.
+    /// Builds the error for a stale `resourceVersion` on an update or patch.
     pub(super) fn modified(kind: &ResourceKind, name: &str) -> Self {
         Self::conflict(
             kind,
@@ -76,22 +84,31 @@ impl ApiError {
         )
     }
 
-    pub(super) fn conflict(kind: &ResourceKind, name: &str, why: &str) -> Self {
-        let message = format!("Operation cannot be fulfilled on {} \"{name}\": {why}", kind.group_resource());
+    pub(super) fn conflict(kind: &ResourceKind, name: &str, detail: &str) -> Self {
+        let message = format!(
+            "Operation cannot be fulfilled on {} \"{name}\": {detail}",
+            kind.group_resource()
+        );
         Self::new(StatusCode::CONFLICT, "Conflict", message).with_object(kind, name)
     }
 
-    /// The answer for an object that fails validation, naming the field.
+    /// Builds the error for an object that fails validation, naming the field.
     pub(super) fn invalid(kind: &ResourceKind, name: &str, field: &str, problem: &str) -> Self {
-        let message = format!("{} \"{name}\" is invalid: {field}: {problem}", kind.group_kind());
+        let message = format!(
+            "{} \"{name}\" is invalid: {field}: {problem}",
+            kind.group_kind()
+        );
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message)
             .with_object(kind, name)
             .with_cause("FieldValueInvalid", problem, Some(field))
     }
 
-    /// The answer for a JSON patch operation that failed, such as a `test`.
+    /// Builds the error for a JSON patch operation that failed, such as a `test`.
     pub(super) fn patch_failed(kind: &ResourceKind, name: &str, problem: &str) -> Self {
-        let message = format!("the JSON patch for {} \"{name}\" failed: {problem}", kind.group_resource());
+        let message = format!(
+            "the JSON patch for {} \"{name}\" failed: {problem}",
+            kind.group_resource()
+        );
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message).with_object(kind, name)
     }
 
@@ -110,7 +127,11 @@ impl ApiError {
              application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, \
              application/apply-patch+yaml"
         );
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", message)
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            message,
+        )
     }
 
     pub(super) fn too_many_requests(kind: &ResourceKind, name: &str, message: &str) -> Self {
@@ -141,10 +162,15 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let retry = matches!(self.code, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE);
+        let retry = matches!(
+            self.code,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        );
         let mut response = (self.code, axum::Json(self.to_status())).into_response();
         if retry {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

@@ -63,7 +63,7 @@ pub(super) struct Store {
     resource_version: u64,
     mutations: Vec<Mutation>,
     pod_logs: HashMap<(String, String), String>,
-    /// Requests still to fail, and the status code to answer them with.
+    /// Requests still to fail, and the status code to fail them with.
     injected_failures: Option<(usize, StatusCode)>,
 }
 
@@ -81,7 +81,9 @@ impl Store {
     ) -> impl Iterator<Item = &'a Value> + 'a {
         self.objects
             .iter()
-            .filter(move |(key, _)| key.is_of(kind) && namespace.is_none_or(|namespace| key.namespace == namespace))
+            .filter(move |(key, _)| {
+                key.is_of(kind) && namespace.is_none_or(|namespace| key.namespace == namespace)
+            })
             .map(|(_, object)| object)
     }
 
@@ -91,10 +93,16 @@ impl Store {
         self.objects.insert(key, object);
     }
 
-    pub(super) fn remove(&mut self, kind: &ResourceKind, namespace: &str, name: &str) -> Option<Value> {
+    pub(super) fn remove(
+        &mut self,
+        kind: &ResourceKind,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
         let removed = self.objects.remove(&ObjectKey::new(kind, namespace, name));
         if removed.is_some() && kind.has(Subresource::Log) {
-            self.pod_logs.remove(&(namespace.to_owned(), name.to_owned()));
+            self.pod_logs
+                .remove(&(namespace.to_owned(), name.to_owned()));
         }
         removed
     }
@@ -123,7 +131,8 @@ impl Store {
     }
 
     pub(super) fn set_pod_log(&mut self, namespace: &str, name: &str, log: String) {
-        self.pod_logs.insert((namespace.to_owned(), name.to_owned()), log);
+        self.pod_logs
+            .insert((namespace.to_owned(), name.to_owned()), log);
     }
 
     pub(super) fn pod_log(&self, namespace: &str, name: &str) -> Option<&str> {
@@ -177,11 +186,15 @@ pub(super) fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
     let root = object
         .as_object_mut()
         .expect("callers check that Kubernetes objects are JSON objects");
-    let metadata = root.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    let metadata = root
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
     if !metadata.is_object() {
         *metadata = Value::Object(Map::new());
     }
-    metadata.as_object_mut().expect("metadata was made an object above")
+    metadata
+        .as_object_mut()
+        .expect("metadata was made an object above")
 }
 
 /// Returns the current time as `metadata.creationTimestamp` has it.

@@ -19,23 +19,43 @@ pub(super) fn get_scale(store: &Store, target: &Target<'_>) -> Result<Reply, Api
 
 /// Replaces the scale with an `autoscaling/v1` Scale body; its
 /// `spec.replicas` becomes the parent's.
-pub(super) fn replace_scale(store: &mut Store, request: &ApiRequest, target: &Target<'_>) -> Result<Reply, ApiError> {
+pub(super) fn replace_scale(
+    store: &mut Store,
+    request: &ApiRequest,
+    target: &Target<'_>,
+) -> Result<Reply, ApiError> {
     let parent = target.load(store)?;
     let body = request.json_body()?;
     let scale = write_scale(store, request, target, &parent, &body)?;
-    store.record(target.mutation("update", Some(Subresource::Scale), request.params.dry_run, None, body));
+    store.record(target.mutation(
+        "update",
+        Some(Subresource::Scale),
+        request.params.dry_run,
+        None,
+        body,
+    ));
     Ok(Reply::Json(StatusCode::OK, scale))
 }
 
 /// Patches the parent's Scale and writes the resulting `spec.replicas` back
 /// to the parent.
-pub(super) fn patch_scale(store: &mut Store, request: &ApiRequest, target: &Target<'_>) -> Result<Reply, ApiError> {
+pub(super) fn patch_scale(
+    store: &mut Store,
+    request: &ApiRequest,
+    target: &Target<'_>,
+) -> Result<Reply, ApiError> {
     let parent = target.load(store)?;
     let (patch_type, document) = server::read_patch(request)?;
     let mut scale = scale_of(&parent);
     server::apply_patch(target, patch_type, &mut scale, &document)?;
     let scale = write_scale(store, request, target, &parent, &scale)?;
-    let mutation = target.mutation("patch", Some(Subresource::Scale), request.params.dry_run, Some(patch_type), document);
+    let mutation = target.mutation(
+        "patch",
+        Some(Subresource::Scale),
+        request.params.dry_run,
+        Some(patch_type),
+        document,
+    );
     store.record(mutation);
     Ok(Reply::Json(StatusCode::OK, scale))
 }
@@ -55,13 +75,23 @@ fn write_scale(
     }
     let replicas = match scale.pointer("/spec/replicas") {
         Some(value) => value.as_i64().ok_or_else(|| {
-            ApiError::invalid(target.kind, target.name, "spec.replicas", &format!("Invalid value: {value}: must be an integer"))
+            ApiError::invalid(
+                target.kind,
+                target.name,
+                "spec.replicas",
+                &format!("Invalid value: {value}: must be an integer"),
+            )
         })?,
         None => 0,
     };
     if replicas < 0 {
         let problem = format!("Invalid value: {replicas}: must be greater than or equal to 0");
-        return Err(ApiError::invalid(target.kind, target.name, "spec.replicas", &problem));
+        return Err(ApiError::invalid(
+            target.kind,
+            target.name,
+            "spec.replicas",
+            &problem,
+        ));
     }
 
     let mut updated = parent.clone();
@@ -80,10 +110,20 @@ fn write_scale(
 /// ReplicaSet.
 fn scale_of(object: &Value) -> Value {
     let metadata = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
-    let copied = ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"];
+    let copied = [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ];
     let metadata: serde_json::Map<String, Value> = copied
         .iter()
-        .filter_map(|field| metadata.get(*field).map(|value| ((*field).to_owned(), value.clone())))
+        .filter_map(|field| {
+            metadata
+                .get(*field)
+                .map(|value| ((*field).to_owned(), value.clone()))
+        })
         .collect();
     let selector = object
         .pointer("/spec/selector")
@@ -106,14 +146,23 @@ fn scale_of(object: &Value) -> Value {
 /// `tailLines` keeps the last lines.
 ///
 /// NOTE: one log is kept per pod, so the `container` parameter is ignored.
-pub(super) fn pod_log(store: &Store, request: &ApiRequest, target: &Target<'_>) -> Result<Reply, ApiError> {
+pub(super) fn pod_log(
+    store: &Store,
+    request: &ApiRequest,
+    target: &Target<'_>,
+) -> Result<Reply, ApiError> {
     target.load(store)?;
-    let log = store.pod_log(target.namespace, target.name).unwrap_or_default();
+    let log = store
+        .pod_log(target.namespace, target.name)
+        .unwrap_or_default();
     let log = match request.params.tail_lines {
         Some(count) => {
             let lines: Vec<&str> = log.lines().collect();
             let start = lines.len().saturating_sub(count);
-            lines[start..].iter().map(|line| format!("{line}\n")).collect()
+            lines[start..]
+                .iter()
+                .map(|line| format!("{line}\n"))
+                .collect()
         }
         None => log.to_owned(),
     };
