@@ -119,3 +119,51 @@ pub fn free_port() -> u16 {
         .map(|address| address.port())
         .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"))
 }
+
+/// A message read back from a stream.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    /// Subject it was published on.
+    pub subject: String,
+    /// Its body.
+    pub payload: Vec<u8>,
+    /// Its `Nats-Msg-Id` header, if any.
+    pub message_id: Option<String>,
+}
+
+/// Returns every message a stream holds now, in sequence order.
+///
+/// # Panics
+/// Panics when the stream does not exist or a read fails.
+pub async fn stored_messages(client: &async_nats::Client, stream: &str) -> Vec<StoredMessage> {
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let mut handle = jetstream
+        .get_stream(stream)
+        .await
+        .unwrap_or_else(|e| panic!("stream {stream} not found: {e}"));
+    let state = handle
+        .info()
+        .await
+        .unwrap_or_else(|e| panic!("stream {stream} info failed: {e}"))
+        .state
+        .clone();
+    let mut messages = Vec::new();
+    if state.messages == 0 {
+        return messages;
+    }
+    for sequence in state.first_sequence..=state.last_sequence {
+        // Work-queue streams delete acknowledged messages, leaving gaps.
+        let Ok(message) = handle.get_raw_message(sequence).await else {
+            continue;
+        };
+        messages.push(StoredMessage {
+            subject: message.subject.to_string(),
+            payload: message.payload.to_vec(),
+            message_id: message
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|value| value.as_str().to_owned()),
+        });
+    }
+    messages
+}
