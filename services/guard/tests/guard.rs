@@ -1,0 +1,338 @@
+//! guard against real NATS and Postgres: thresholds, cooldown from the
+//! action history, redelivery, racing replicas and a database outage.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use steward_bus::{Bus, Stage, event_id};
+use steward_guard::Config;
+use steward_proto::Message;
+use steward_proto::v1::{
+    AlertEvent, Proposal, RemediationEvent, Target, TargetKind, Verdict, remediation_event::Body,
+};
+use steward_testkit::{TestDatabase, isolated_nats, stored_messages, wait_for};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+struct Guard {
+    bus: Bus,
+    config: Config,
+    database: TestDatabase,
+    admin: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+}
+
+impl Guard {
+    /// Starts `replicas` guard instances sharing one durable consumer.
+    async fn start(replicas: usize) -> Self {
+        let database = TestDatabase::create().await;
+        let mut config = Config::try_parse_from(["steward-guard"]).expect("defaults parse");
+        config.nats = isolated_nats();
+        config.database = database.config();
+        config.consumer.retry_base_delay = Duration::from_millis(100);
+
+        let shutdown = CancellationToken::new();
+        let mut admin = Vec::new();
+        for _ in 0..replicas {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            admin.push(listener.local_addr().expect("address"));
+            tokio::spawn(steward_guard::run(config.clone(), listener, shutdown.clone()));
+        }
+
+        let bus = Bus::connect_once(&config.nats, "guard-test").await.expect("NATS reachable");
+        bus.ensure_streams().await.expect("streams");
+        Self {
+            bus,
+            config,
+            database,
+            admin,
+            shutdown,
+        }
+    }
+
+    async fn propose(&self, proposal: &Proposal) {
+        let proposal_id = Uuid::parse_str(&proposal.proposal_id).expect("uuid");
+        let event = RemediationEvent {
+            event_id: event_id(&proposal_id, Stage::Proposed).to_string(),
+            correlation_id: Uuid::new_v4().to_string(),
+            cluster: "prod".into(),
+            occurred_at: Some(steward_proto::now()),
+            body: Some(Body::Proposed(proposal.clone())),
+        };
+        self.publish_event(&event, &event.event_id).await;
+    }
+
+    async fn publish_event(&self, event: &RemediationEvent, message_id: &str) {
+        self.bus
+            .publish(
+                self.bus.names().remediation(Stage::Proposed, "prod"),
+                "proposed",
+                message_id,
+                steward_bus::REMEDIATION_CONTENT_TYPE,
+                Bytes::from(event.encode_to_vec()),
+            )
+            .await
+            .expect("proposal published");
+    }
+
+    /// Returns the decisions on the stream, in order.
+    async fn decisions(&self) -> Vec<(Stage, steward_proto::v1::Decision)> {
+        stored_messages(self.bus.client(), &self.bus.names().remediation_stream())
+            .await
+            .into_iter()
+            .filter_map(|message| {
+                let event = RemediationEvent::decode(message.payload.as_slice()).expect("RemediationEvent");
+                match event.body {
+                    Some(Body::Approved(decision)) => Some((Stage::Approved, decision)),
+                    Some(Body::Rejected(decision)) => Some((Stage::Rejected, decision)),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    async fn wait_for_decisions(&self, count: usize) -> Vec<(Stage, steward_proto::v1::Decision)> {
+        wait_for(
+            &format!("{count} decisions on the remediation stream"),
+            Duration::from_secs(30),
+            || async {
+                let decisions = self.decisions().await;
+                (decisions.len() >= count).then_some(decisions)
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn proposal(action: &str, confidence: f64, deployment: &str) -> Proposal {
+    Proposal {
+        proposal_id: Uuid::new_v4().to_string(),
+        alert: Some(AlertEvent {
+            labels: HashMap::from([("alertname".to_owned(), "KubeDeploymentReplicasMismatch".to_owned())]),
+            ..AlertEvent::default()
+        }),
+        target: Some(Target {
+            kind: TargetKind::Deployment as i32,
+            namespace: "shop".into(),
+            name: deployment.into(),
+        }),
+        action: action.into(),
+        parameters: HashMap::new(),
+        confidence,
+        reasoning: "test".into(),
+        analysis: None,
+    }
+}
+
+#[tokio::test]
+async fn confident_proposal_is_approved_and_recorded() {
+    let guard = Guard::start(1).await;
+    let proposal = proposal("restart_deployment", 0.9, "checkout");
+
+    guard.propose(&proposal).await;
+    let decisions = guard.wait_for_decisions(1).await;
+
+    let (stage, decision) = &decisions[0];
+    assert_eq!(*stage, Stage::Approved);
+    assert_eq!(decision.verdict(), Verdict::Approved);
+    assert_eq!(
+        decision.reasons,
+        [
+            "confidence 0.90 meets the threshold 0.70",
+            "no restart_deployment on deployment/shop/checkout in the last 5m",
+        ]
+    );
+    let pool = guard.database.pool().await;
+    let (status, action): (String, String) =
+        sqlx::query_as("SELECT status, action FROM actions WHERE action_id = $1::uuid")
+            .bind(&proposal.proposal_id)
+            .fetch_one(&pool)
+            .await
+            .expect("the approval is in the action history");
+    assert_eq!((status.as_str(), action.as_str()), ("approved", "restart_deployment"));
+}
+
+#[tokio::test]
+async fn low_confidence_is_rejected_with_the_reason() {
+    let guard = Guard::start(1).await;
+
+    guard.propose(&proposal("restart_deployment", 0.55, "checkout")).await;
+    let decisions = guard.wait_for_decisions(1).await;
+
+    assert_eq!(decisions[0].0, Stage::Rejected);
+    assert_eq!(decisions[0].1.reasons, ["confidence 0.55 is below the threshold 0.70"]);
+    let pool = guard.database.pool().await;
+    let actions: i64 = sqlx::query_scalar("SELECT count(*) FROM actions")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(actions, 0, "a rejected proposal entered the action history");
+}
+
+#[tokio::test]
+async fn same_action_within_cooldown_is_rejected() {
+    let guard = Guard::start(1).await;
+    let first = proposal("restart_deployment", 0.9, "checkout");
+    let second = proposal("restart_deployment", 0.95, "checkout");
+
+    guard.propose(&first).await;
+    guard.wait_for_decisions(1).await;
+    guard.propose(&second).await;
+    let decisions = guard.wait_for_decisions(2).await;
+
+    assert_eq!(decisions[1].0, Stage::Rejected);
+    let cooldown = &decisions[1].1.reasons[1];
+    assert!(cooldown.starts_with("cooldown: restart_deployment on deployment/shop/checkout was approved"), "{cooldown}");
+    assert!(cooldown.contains(&first.proposal_id), "the reason names the earlier action: {cooldown}");
+}
+
+#[tokio::test]
+async fn another_action_on_the_same_target_is_not_in_cooldown() {
+    let guard = Guard::start(1).await;
+    let mut scale = proposal("scale_deployment", 0.9, "checkout");
+    scale.parameters.insert(
+        "replicas".into(),
+        steward_proto::v1::ParameterValue {
+            kind: Some(steward_proto::v1::parameter_value::Kind::IntValue(4)),
+        },
+    );
+
+    guard.propose(&proposal("restart_deployment", 0.9, "checkout")).await;
+    guard.wait_for_decisions(1).await;
+    guard.propose(&scale).await;
+    let decisions = guard.wait_for_decisions(2).await;
+
+    assert_eq!(decisions[1].0, Stage::Approved, "{:?}", decisions[1].1.reasons);
+}
+
+#[tokio::test]
+async fn invalid_proposal_is_rejected() {
+    let guard = Guard::start(1).await;
+
+    guard.propose(&proposal("delete_namespace", 0.99, "checkout")).await;
+    let decisions = guard.wait_for_decisions(1).await;
+
+    assert_eq!(decisions[0].0, Stage::Rejected);
+    assert_eq!(
+        decisions[0].1.reasons,
+        ["invalid proposal: action \"delete_namespace\" is not in the registry"]
+    );
+}
+
+#[tokio::test]
+async fn redelivered_proposal_gets_the_stored_decision() {
+    let guard = Guard::start(1).await;
+    let proposal = proposal("restart_deployment", 0.9, "checkout");
+    let proposal_id = Uuid::parse_str(&proposal.proposal_id).expect("uuid");
+    let event = RemediationEvent {
+        event_id: event_id(&proposal_id, Stage::Proposed).to_string(),
+        correlation_id: Uuid::new_v4().to_string(),
+        cluster: "prod".into(),
+        occurred_at: None,
+        body: Some(Body::Proposed(proposal.clone())),
+    };
+
+    guard.publish_event(&event, "copy-1").await;
+    guard.wait_for_decisions(1).await;
+    guard.publish_event(&event, "copy-2").await;
+    let pool = guard.database.pool().await;
+    let proposed_stream = guard.bus.names().remediation_stream();
+    // The remediation stream keeps acknowledged messages, so wait for the
+    // consumer's pending count instead.
+    wait_for("the second copy to be acknowledged", Duration::from_secs(20), || async {
+        let jetstream = async_nats::jetstream::new(guard.bus.client().clone());
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
+            .get_consumer_from_stream(&guard.config.consumer_name, &proposed_stream)
+            .await
+            .ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0 && info.delivered.stream_sequence >= 3).then_some(())
+    })
+    .await;
+
+    let decisions = guard.decisions().await;
+    assert_eq!(decisions.len(), 1, "the redelivery produced a second decision");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM decisions")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(rows, 1);
+}
+
+#[tokio::test]
+async fn racing_replicas_approve_one_of_conflicting_proposals() {
+    let guard = Guard::start(3).await;
+    let proposals: Vec<Proposal> = (0..12).map(|_| proposal("restart_deployment", 0.9, "checkout")).collect();
+
+    futures::future::join_all(proposals.iter().map(|p| guard.propose(p))).await;
+    let decisions = guard.wait_for_decisions(proposals.len()).await;
+
+    let approved = decisions.iter().filter(|(stage, _)| *stage == Stage::Approved).count();
+    assert_eq!(approved, 1, "conflicting proposals were approved together: {decisions:?}");
+    let pool = guard.database.pool().await;
+    let actions: i64 = sqlx::query_scalar("SELECT count(*) FROM actions")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(actions, 1);
+}
+
+#[tokio::test]
+async fn racing_replicas_approve_independent_targets() {
+    let guard = Guard::start(3).await;
+    let proposals: Vec<Proposal> = (0..12)
+        .map(|i| proposal("restart_deployment", 0.9, &format!("service-{i}")))
+        .collect();
+
+    futures::future::join_all(proposals.iter().map(|p| guard.propose(p))).await;
+    let decisions = guard.wait_for_decisions(proposals.len()).await;
+
+    assert!(
+        decisions.iter().all(|(stage, _)| *stage == Stage::Approved),
+        "{decisions:?}"
+    );
+}
+
+#[tokio::test]
+async fn database_outage_approves_nothing() {
+    let guard = Guard::start(1).await;
+    let metrics_url = format!("http://{}/metrics", guard.admin[0]);
+    wait_for("guard to become ready", Duration::from_secs(20), || async {
+        let response = reqwest::get(format!("http://{}/readyz", guard.admin[0])).await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await;
+    let admin_url = steward_testkit::postgres_admin_url();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+        .await
+        .expect("admin connection");
+    sqlx::raw_sql(&format!("DROP DATABASE {} WITH (FORCE)", guard.database.name))
+        .execute(&mut admin)
+        .await
+        .expect("drop the guard's database");
+
+    guard.propose(&proposal("restart_deployment", 0.99, "checkout")).await;
+    wait_for("guard to count failed database operations", Duration::from_secs(30), || async {
+        let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+        let errors: f64 = text
+            .lines()
+            .find(|line| line.starts_with("steward_database_errors_total "))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (errors >= 2.0).then_some(())
+    })
+    .await;
+
+    assert!(guard.decisions().await.is_empty(), "a decision was made without the database");
+}
