@@ -31,11 +31,31 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}{}", &id[..12])
 }
 
+/// Size limit of each test stream. JetStream reserves a stream's limit
+/// from the account's storage when the stream is created, so a suite that
+/// creates hundreds of streams keeps them small.
+const TEST_STREAM_MAX_BYTES: i64 = 8 << 20;
+
 /// Returns a NATS configuration with a subject and stream prefix of its
 /// own, so that tests sharing one server never see each other's messages.
+/// Its stream names match [`is_test_stream`].
 pub fn isolated_nats() -> NatsConfig {
     let name = unique_name("t");
-    NatsConfig::local(&nats_url(), &name, &name.to_uppercase())
+    NatsConfig {
+        stream_max_bytes: TEST_STREAM_MAX_BYTES,
+        ..NatsConfig::local(&nats_url(), &name, &name.to_uppercase())
+    }
+}
+
+/// Returns whether a stream name was made by [`isolated_nats`].
+pub fn is_test_stream(name: &str) -> bool {
+    let Some((prefix, suffix)) = name.split_once('_') else {
+        return false;
+    };
+    prefix.len() == 13
+        && prefix.starts_with('T')
+        && prefix[1..].bytes().all(|b| b.is_ascii_hexdigit())
+        && matches!(suffix, "ALERTS" | "REMEDIATION")
 }
 
 /// A database created for one test.
