@@ -1,0 +1,278 @@
+//! execute against real NATS and Postgres, acting on the in-memory
+//! Kubernetes API through a kubeconfig as it would on a cluster.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use serde_json::json;
+use steward_bus::{Bus, Stage, event_id};
+use steward_execute::{Config, Mode};
+use steward_proto::Message;
+use steward_proto::v1::{
+    Decision, ExecutionMode, ExecutionOutcome, Proposal, RemediationEvent, Target, TargetKind, Verdict,
+    remediation_event::Body,
+};
+use steward_store::{ActionRecord, DecisionRecord, Store, TargetKey};
+use steward_testkit::kube::FakeKube;
+use steward_testkit::{TestDatabase, isolated_nats, stored_messages, wait_for};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+struct Execute {
+    bus: Bus,
+    store: Store,
+    database: TestDatabase,
+    fake: Option<FakeKube>,
+    shutdown: CancellationToken,
+}
+
+impl Execute {
+    async fn start(mode: Mode, with_cluster: bool) -> Self {
+        let database = TestDatabase::create().await;
+        let mut config = Config::try_parse_from(["steward-execute"]).expect("defaults parse");
+        config.nats = isolated_nats();
+        config.database = database.config();
+        config.mode = mode;
+        config.consumer.retry_base_delay = Duration::from_millis(100);
+
+        let fake = if with_cluster {
+            let fake = FakeKube::start().await.expect("fake API");
+            let path = std::env::temp_dir().join(steward_testkit::unique_name("kubeconfig-"));
+            fake.write_kubeconfig(&path).expect("kubeconfig written");
+            config.kubeconfig = Some(path);
+            Some(fake)
+        } else {
+            config.kubeconfig = Some("/nonexistent/kubeconfig".into());
+            None
+        };
+
+        let store = Store::connect_once(&database.config()).await.expect("Postgres reachable");
+        store.migrate().await.expect("migrations");
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(steward_execute::run(config.clone(), admin, shutdown.clone()));
+        let bus = Bus::connect_once(&config.nats, "execute-test").await.expect("NATS reachable");
+        bus.ensure_streams().await.expect("streams");
+        Self {
+            bus,
+            store,
+            database,
+            fake,
+            shutdown,
+        }
+    }
+
+    /// Records an approval as the guard does and returns its event.
+    async fn approve(&self, action: &str, target: Target) -> RemediationEvent {
+        let proposal_id = Uuid::new_v4();
+        let correlation_id = Uuid::new_v4();
+        let proposal = Proposal {
+            proposal_id: proposal_id.to_string(),
+            target: Some(target.clone()),
+            action: action.into(),
+            confidence: 0.9,
+            reasoning: "test".into(),
+            ..Proposal::default()
+        };
+        let event = RemediationEvent {
+            event_id: event_id(&proposal_id, Stage::Approved).to_string(),
+            correlation_id: correlation_id.to_string(),
+            cluster: "prod".into(),
+            occurred_at: Some(steward_proto::now()),
+            body: Some(Body::Approved(Decision {
+                proposal: Some(proposal),
+                verdict: Verdict::Approved as i32,
+                reasons: vec!["test approval".into()],
+                decided_at: Some(steward_proto::now()),
+            })),
+        };
+        let key = TargetKey {
+            cluster: "prod".into(),
+            namespace: target.namespace.clone(),
+            kind: target.kind().label().into(),
+            name: target.name.clone(),
+        };
+        let tx = self.store.begin_decision(key).await.expect("decision transaction");
+        tx.commit(
+            &DecisionRecord {
+                proposal_id,
+                correlation_id,
+                verdict: "approved",
+                reasons: vec!["test approval".into()],
+                event: event.encode_to_vec(),
+            },
+            Some(&ActionRecord {
+                action: action.into(),
+                parameters: json!({}),
+                confidence: 0.9,
+            }),
+        )
+        .await
+        .expect("decision stored");
+        event
+    }
+
+    async fn publish(&self, event: &RemediationEvent, message_id: &str) {
+        self.bus
+            .publish(
+                self.bus.names().remediation(Stage::Approved, "prod"),
+                "approved",
+                message_id,
+                steward_bus::REMEDIATION_CONTENT_TYPE,
+                Bytes::from(event.encode_to_vec()),
+            )
+            .await
+            .expect("approval published");
+    }
+
+    async fn executions(&self) -> Vec<steward_proto::v1::Execution> {
+        stored_messages(self.bus.client(), &self.bus.names().remediation_stream())
+            .await
+            .into_iter()
+            .filter_map(|message| match RemediationEvent::decode(message.payload.as_slice()).ok()?.body {
+                Some(Body::Executed(execution)) => Some(execution),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn wait_for_executions(&self, count: usize) -> Vec<steward_proto::v1::Execution> {
+        wait_for(&format!("{count} executed events"), Duration::from_secs(30), || async {
+            let executions = self.executions().await;
+            (executions.len() >= count).then_some(executions)
+        })
+        .await
+    }
+}
+
+impl Drop for Execute {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn checkout() -> Target {
+    Target {
+        kind: TargetKind::Deployment as i32,
+        namespace: "shop".into(),
+        name: "checkout".into(),
+    }
+}
+
+fn seed_checkout(fake: &FakeKube) {
+    fake.insert(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "checkout", "namespace": "shop"},
+        "spec": {"replicas": 3, "template": {"metadata": {}, "spec": {"containers": [{"name": "app", "image": "a"}]}}},
+    }))
+    .expect("seed");
+}
+
+#[tokio::test]
+async fn dry_run_without_cluster_records_the_plan() {
+    let execute = Execute::start(Mode::DryRun, false).await;
+    let event = execute.approve("restart_deployment", checkout()).await;
+
+    execute.publish(&event, "x1").await;
+    let executions = execute.wait_for_executions(1).await;
+
+    let execution = &executions[0];
+    assert_eq!(execution.mode(), ExecutionMode::DryRun);
+    assert_eq!(execution.outcome(), ExecutionOutcome::Succeeded);
+    assert!(execution.changes[0].starts_with("would patch deployment shop/checkout"), "{execution:?}");
+    let pool = execute.database.pool().await;
+    let (status, mode, changes): (String, String, Vec<String>) =
+        sqlx::query_as("SELECT status, mode, changes FROM actions")
+            .fetch_one(&pool)
+            .await
+            .expect("history row");
+    assert_eq!((status.as_str(), mode.as_str()), ("succeeded", "dry_run"));
+    assert_eq!(changes, execution.changes);
+}
+
+#[tokio::test]
+async fn live_restart_through_kubeconfig_patches_once_despite_redelivery() {
+    let execute = Execute::start(Mode::Live, true).await;
+    let fake = execute.fake.as_ref().expect("cluster");
+    seed_checkout(fake);
+    let event = execute.approve("restart_deployment", checkout()).await;
+
+    execute.publish(&event, "first").await;
+    execute.wait_for_executions(1).await;
+    // A second copy past JetStream's duplicate window, as after a crash
+    // between acting and acknowledging.
+    execute.publish(&event, "second").await;
+    let pool = execute.database.pool().await;
+    wait_for("the second copy to be handled", Duration::from_secs(20), || async {
+        let jetstream = async_nats::jetstream::new(execute.bus.client().clone());
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
+            .get_consumer_from_stream("execute", execute.bus.names().remediation_stream())
+            .await
+            .ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0 && info.num_redelivered == 0 && info.delivered.consumer_sequence >= 2)
+            .then_some(())
+    })
+    .await;
+
+    let patches = fake.mutations().iter().filter(|m| m.verb == "patch" && !m.dry_run).count();
+    assert_eq!(patches, 1, "the approval was executed twice: {:?}", fake.mutations());
+    assert_eq!(execute.executions().await.len(), 1, "the republished result must be deduplicated");
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM actions")
+        .fetch_one(&pool)
+        .await
+        .expect("history row");
+    assert_eq!(attempts, 1);
+}
+
+#[tokio::test]
+async fn live_action_on_missing_target_is_recorded_as_failed() {
+    let execute = Execute::start(Mode::Live, true).await;
+    let event = execute.approve("restart_deployment", checkout()).await;
+
+    execute.publish(&event, "m1").await;
+    let executions = execute.wait_for_executions(1).await;
+
+    assert_eq!(executions[0].outcome(), ExecutionOutcome::Failed);
+    assert_eq!(executions[0].error, "deployment shop/checkout not found");
+    let pool = execute.database.pool().await;
+    let (status, error): (String, String) = sqlx::query_as("SELECT status, error FROM actions")
+        .fetch_one(&pool)
+        .await
+        .expect("history row");
+    assert_eq!(status, "failed");
+    assert_eq!(error, "deployment shop/checkout not found");
+}
+
+#[tokio::test]
+async fn api_server_errors_are_retried_until_the_action_succeeds() {
+    let execute = Execute::start(Mode::Live, true).await;
+    let fake = execute.fake.as_ref().expect("cluster");
+    seed_checkout(fake);
+    fake.fail_next(2, 503);
+    let event = execute.approve("restart_deployment", checkout()).await;
+
+    execute.publish(&event, "r1").await;
+    let executions = execute.wait_for_executions(1).await;
+
+    assert_eq!(executions[0].outcome(), ExecutionOutcome::Succeeded, "{:?}", executions[0]);
+    let stored = fake.get_json("apps/v1", "deployments", "shop", "checkout").expect("deployment");
+    assert!(stored["spec"]["template"]["metadata"]["annotations"]["steward.io/action-id"].is_string());
+}
+
+#[tokio::test]
+async fn live_mode_without_credentials_fails_at_start() {
+    let mut config = Config::try_parse_from(["steward-execute", "--mode", "live"]).expect("parse");
+    config.kubeconfig = Some("/nonexistent/kubeconfig".into());
+
+    let result = steward_execute::kube_client(&config).await;
+
+    let Err(error) = result else {
+        panic!("live mode started without Kubernetes credentials");
+    };
+    let message = format!("{error:#}");
+    assert!(message.contains("live mode needs Kubernetes credentials"), "{message}");
+    assert!(message.contains("/nonexistent/kubeconfig"), "{message}");
+}
