@@ -398,6 +398,12 @@ impl FakeKube {
         self.shared.lock().inject_failures(count, code);
     }
 
+    /// Delays every response by `latency` after its request took effect,
+    /// as a slow or distant API server would; zero turns the delay off.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.lock().set_latency(latency);
+    }
+
     /// Stops accepting connections and waits up to five seconds for open
     /// ones to finish.
     pub async fn shutdown(mut self) {

@@ -210,9 +210,10 @@ async fn handle(
     let accept = header_text(header::ACCEPT);
     let content_type = header_text(header::CONTENT_TYPE);
 
-    let outcome = {
+    let (outcome, latency) = {
         let mut store = shared.lock();
-        match store.take_injected_failure() {
+        let latency = store.latency();
+        let outcome = match store.take_injected_failure() {
             Some(code) => Err(ApiError::injected(code)),
             None => Params::parse(&uri).and_then(|params| {
                 let request = ApiRequest {
@@ -225,8 +226,14 @@ async fn handle(
                 };
                 serve(&mut store, &request)
             }),
-        }
+        };
+        (outcome, latency)
     };
+    // The request has taken effect; a client that dies during this delay
+    // has changed the cluster without seeing the answer.
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
 
     match outcome {
         Ok(reply) => {

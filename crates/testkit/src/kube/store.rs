@@ -65,6 +65,8 @@ pub(super) struct Store {
     pod_logs: HashMap<(String, String), String>,
     /// Requests still to fail, and the status code to fail them with.
     injected_failures: Option<(usize, StatusCode)>,
+    /// Delay added to every response after the request took effect.
+    latency: std::time::Duration,
 }
 
 impl Store {
@@ -139,6 +141,14 @@ impl Store {
         self.pod_logs
             .get(&(namespace.to_owned(), name.to_owned()))
             .map(String::as_str)
+    }
+
+    pub(super) fn set_latency(&mut self, latency: std::time::Duration) {
+        self.latency = latency;
+    }
+
+    pub(super) fn latency(&self) -> std::time::Duration {
+        self.latency
     }
 
     pub(super) fn inject_failures(&mut self, count: usize, code: StatusCode) {
