@@ -37,7 +37,10 @@ impl Alertmanager {
         let port = free_port();
         let log = std::fs::File::create(dir.join("alertmanager.log")).expect("log file");
         let child = Command::new(binary)
-            .arg(format!("--config.file={}", dir.join("alertmanager.yml").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("alertmanager.yml").display()
+            ))
             .arg(format!("--storage.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             // An empty cluster address turns off the HA gossip listener.
@@ -50,7 +53,10 @@ impl Alertmanager {
         let url = format!("http://127.0.0.1:{port}");
         let ready = format!("{url}/-/ready");
         wait_for(
-            &format!("Alertmanager to become ready (log: {})", dir.join("alertmanager.log").display()),
+            &format!(
+                "Alertmanager to become ready (log: {})",
+                dir.join("alertmanager.log").display()
+            ),
             Duration::from_secs(30),
             || async {
                 let response = reqwest::get(&ready).await.ok()?;
@@ -68,7 +74,11 @@ impl Alertmanager {
             .send()
             .await
             .expect("Alertmanager answers");
-        assert!(response.status().is_success(), "Alertmanager rejected the alert: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "Alertmanager rejected the alert: {}",
+            response.status()
+        );
     }
 }
 
@@ -90,7 +100,9 @@ async fn alertmanager_alert_reaches_a_notification_and_the_history() {
             "annotations": {"summary": "Deployment shop/checkout has fewer replicas than desired <for 15m> & more"},
         }))
         .await;
-    let line = stack.wait_for_line("executed", "alert=KubeDeploymentReplicasMismatch").await;
+    let line = stack
+        .wait_for_line("executed", "alert=KubeDeploymentReplicasMismatch")
+        .await;
 
     for expected in [
         "cluster=e2e",
@@ -105,7 +117,9 @@ async fn alertmanager_alert_reaches_a_notification_and_the_history() {
         assert!(line.contains(expected), "{expected:?} missing from: {line}");
     }
     for stage in ["proposed", "approved"] {
-        stack.wait_for_line(stage, "target=deployment/shop/checkout").await;
+        stack
+            .wait_for_line(stage, "target=deployment/shop/checkout")
+            .await;
     }
 
     let pool = stack.database.pool().await;
@@ -116,7 +130,12 @@ async fn alertmanager_alert_reaches_a_notification_and_the_history() {
     .await
     .expect("one action history row");
     assert_eq!(
-        (action.as_str(), status.as_str(), mode.as_str(), target.as_str()),
+        (
+            action.as_str(),
+            status.as_str(),
+            mode.as_str(),
+            target.as_str()
+        ),
         ("restart_deployment", "succeeded", "dry_run", "checkout")
     );
 
@@ -127,8 +146,12 @@ async fn alertmanager_alert_reaches_a_notification_and_the_history() {
             .fetch_one(&pool)
             .await
             .expect("the alert instance row");
-    let stored_labels: HashMap<String, String> = serde_json::from_value(stored_labels).expect("string labels");
-    assert_eq!(steward_ingest::webhook::fingerprint(&stored_labels), fingerprint);
+    let stored_labels: HashMap<String, String> =
+        serde_json::from_value(stored_labels).expect("string labels");
+    assert_eq!(
+        steward_ingest::webhook::fingerprint(&stored_labels),
+        fingerprint
+    );
 
     // Resolving the alert in Alertmanager produces a resolved event.
     alertmanager
@@ -140,15 +163,18 @@ async fn alertmanager_alert_reaches_a_notification_and_the_history() {
     stack
         .wait_for_line("resolved", "alert=KubeDeploymentReplicasMismatch")
         .await;
-    let resolved_at: Option<chrono::DateTime<chrono::Utc>> =
-        wait_for("the action to record that its alert resolved", Duration::from_secs(30), || async {
+    let resolved_at: Option<chrono::DateTime<chrono::Utc>> = wait_for(
+        "the action to record that its alert resolved",
+        Duration::from_secs(30),
+        || async {
             let value: Option<chrono::DateTime<chrono::Utc>> =
                 sqlx::query_scalar("SELECT alert_resolved_at FROM actions WHERE cluster = 'e2e'")
                     .fetch_one(&pool)
                     .await
                     .ok()?;
             value.map(Some)
-        })
-        .await;
+        },
+    )
+    .await;
     assert!(resolved_at.is_some());
 }

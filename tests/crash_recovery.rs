@@ -42,7 +42,11 @@ fn webhook(index: usize) -> serde_json::Value {
 
 async fn post_wave(stack: &Stack, wave: std::ops::Range<usize>) {
     for index in wave {
-        assert_eq!(stack.post_webhook(&webhook(index)).await, 200, "ingest rejected alert {index}");
+        assert_eq!(
+            stack.post_webhook(&webhook(index)).await,
+            200,
+            "ingest rejected alert {index}"
+        );
     }
 }
 
@@ -90,9 +94,11 @@ async fn killed_services_lose_no_alert_and_act_once() {
     for (wave, victim) in ["analyze", "guard", "execute"].into_iter().enumerate() {
         let before = executed(&stack).len();
         post_wave(&stack, wave * WAVE..(wave + 1) * WAVE).await;
-        wait_for("the wave's first executed action", Duration::from_secs(60), || async {
-            (executed(&stack).len() > before).then_some(())
-        })
+        wait_for(
+            "the wave's first executed action",
+            Duration::from_secs(60),
+            || async { (executed(&stack).len() > before).then_some(()) },
+        )
         .await;
         stack.kill(victim).await;
         stack.restart(victim).await;
@@ -118,7 +124,12 @@ async fn killed_services_lose_no_alert_and_act_once() {
         }
     }
     for name in &expected {
-        assert_eq!(patches.get(name), Some(&1), "{name} was patched {:?} times", patches.get(name));
+        assert_eq!(
+            patches.get(name),
+            Some(&1),
+            "{name} was patched {:?} times",
+            patches.get(name)
+        );
     }
 
     let pool = stack.database.pool().await;
@@ -127,7 +138,10 @@ async fn killed_services_lose_no_alert_and_act_once() {
         .await
         .expect("history");
     assert_eq!(statuses.len(), DEPLOYMENTS, "{statuses:?}");
-    assert!(statuses.iter().all(|(_, status)| status == "succeeded"), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|(_, status)| status == "succeeded"),
+        "{statuses:?}"
+    );
     let dead_letters: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
         .fetch_one(&pool)
         .await

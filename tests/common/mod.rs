@@ -1,7 +1,10 @@
 //! Runs the five service binaries as separate processes against the real
 //! NATS and Postgres, with a stream prefix and database of their own.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -78,7 +81,10 @@ impl Stack {
             ("STEWARD_NATS_URL", nats.url.clone()),
             ("STEWARD_SUBJECT_PREFIX", nats.subject_prefix.clone()),
             ("STEWARD_STREAM_PREFIX", nats.stream_prefix.clone()),
-            ("STEWARD_STREAM_MAX_BYTES", nats.stream_max_bytes.to_string()),
+            (
+                "STEWARD_STREAM_MAX_BYTES",
+                nats.stream_max_bytes.to_string(),
+            ),
             ("STEWARD_DATABASE_URL", database.url.clone()),
             // Messages a killed service held come back after the ack wait;
             // keep it short so the tests stay fast.
@@ -91,7 +97,10 @@ impl Stack {
         for (name, value) in extra {
             env.insert(name, value.clone());
         }
-        let ports: HashMap<&'static str, u16> = SERVICES.iter().map(|service| (*service, free_port())).collect();
+        let ports: HashMap<&'static str, u16> = SERVICES
+            .iter()
+            .map(|service| (*service, free_port()))
+            .collect();
 
         let mut stack = Self {
             ingest_url: format!("http://127.0.0.1:{}", ports["ingest"]),
@@ -133,7 +142,9 @@ impl Stack {
         } else {
             command.env("STEWARD_ADMIN_LISTEN", address);
         }
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("failed to start steward-{service}: {e}"));
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to start steward-{service}: {e}"));
 
         let stdout = child.stdout.take().expect("piped stdout");
         let sink = (service == "notify").then(|| self.notifications.clone());
@@ -185,7 +196,10 @@ impl Stack {
     pub async fn wait_for_line(&self, stage: &str, needle: &str) -> String {
         let prefix = format!("{stage}  ");
         wait_for(
-            &format!("a {stage} notification containing {needle:?} (logs: {})", self.log_dir.display()),
+            &format!(
+                "a {stage} notification containing {needle:?} (logs: {})",
+                self.log_dir.display()
+            ),
             Duration::from_secs(60),
             || async {
                 self.lines()

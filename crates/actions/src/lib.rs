@@ -474,13 +474,15 @@ mod tests {
 
     #[test]
     fn validate_rejects_unknown_action() {
-        let error = validate("rm_rf", TargetKind::Pod, &HashMap::new()).unwrap_err();
+        let error =
+            validate("rm_rf", TargetKind::Pod, &HashMap::new()).expect_err("the call must fail");
         assert_eq!(error, ValidationError::UnknownAction("rm_rf".into()));
     }
 
     #[test]
     fn validate_rejects_wrong_target_kind() {
-        let error = validate("restart_deployment", TargetKind::Node, &HashMap::new()).unwrap_err();
+        let error = validate("restart_deployment", TargetKind::Node, &HashMap::new())
+            .expect_err("the call must fail");
         assert_eq!(
             error.to_string(),
             "action restart_deployment does not apply to a node target"
@@ -489,8 +491,8 @@ mod tests {
 
     #[test]
     fn validate_rejects_missing_required_parameter() {
-        let error =
-            validate("scale_deployment", TargetKind::Deployment, &HashMap::new()).unwrap_err();
+        let error = validate("scale_deployment", TargetKind::Deployment, &HashMap::new())
+            .expect_err("the call must fail");
         assert_eq!(
             error.to_string(),
             "action scale_deployment requires parameter replicas"
@@ -500,7 +502,8 @@ mod tests {
     #[test]
     fn validate_rejects_out_of_range_values() {
         let params = HashMap::from([("replicas".to_owned(), int(500))]);
-        let error = validate("scale_deployment", TargetKind::Deployment, &params).unwrap_err();
+        let error = validate("scale_deployment", TargetKind::Deployment, &params)
+            .expect_err("the call must fail");
         assert_eq!(
             error.to_string(),
             "parameter replicas of scale_deployment is 500, outside 1..=50"
@@ -510,7 +513,8 @@ mod tests {
     #[test]
     fn validate_rejects_unknown_parameter() {
         let params = HashMap::from([("force".to_owned(), int(1))]);
-        let error = validate("restart_deployment", TargetKind::Deployment, &params).unwrap_err();
+        let error = validate("restart_deployment", TargetKind::Deployment, &params)
+            .expect_err("the call must fail");
         assert!(
             matches!(error, ValidationError::UnknownParameter { .. }),
             "{error}"
@@ -521,7 +525,8 @@ mod tests {
     fn json_floats_fail_integer_parameters() {
         let object = serde_json::from_str::<Value>(r#"{"replicas": 3.0}"#).expect("json");
         let params = parameters_from_json(object.as_object().expect("object")).expect("scalars");
-        let error = validate("scale_deployment", TargetKind::Deployment, &params).unwrap_err();
+        let error = validate("scale_deployment", TargetKind::Deployment, &params)
+            .expect_err("the call must fail");
         assert!(
             matches!(error, ValidationError::WrongType { .. }),
             "{error}"

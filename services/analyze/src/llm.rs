@@ -509,7 +509,7 @@ mod tests {
     fn answer_outside_the_registry_is_rejected() {
         let answer = r#"{"action":"delete_namespace","target":"deployment/shop/checkout",
             "parameters":{},"confidence":0.9,"reasoning":"x"}"#;
-        let error = parse_answer(answer, &[deployment()]).unwrap_err();
+        let error = parse_answer(answer, &[deployment()]).expect_err("the call must fail");
         assert!(error.to_string().contains("not in the registry"), "{error}");
     }
 
@@ -517,7 +517,7 @@ mod tests {
     fn answer_targeting_another_object_is_rejected() {
         let answer = r#"{"action":"restart_deployment","target":"deployment/kube-system/coredns",
             "parameters":{},"confidence":0.9,"reasoning":"x"}"#;
-        let error = parse_answer(answer, &[deployment()]).unwrap_err();
+        let error = parse_answer(answer, &[deployment()]).expect_err("the call must fail");
         assert!(
             error.to_string().contains("not an object the alert names"),
             "{error}"
@@ -528,13 +528,13 @@ mod tests {
     fn answer_with_out_of_bounds_parameter_is_rejected() {
         let answer = r#"{"action":"scale_deployment","target":"deployment/shop/checkout",
             "parameters":{"replicas":900},"confidence":0.9,"reasoning":"x"}"#;
-        let error = parse_answer(answer, &[deployment()]).unwrap_err();
+        let error = parse_answer(answer, &[deployment()]).expect_err("the call must fail");
         assert!(error.to_string().contains("outside 1..=50"), "{error}");
     }
 
     #[test]
     fn empty_object_is_not_a_decision() {
-        let error = parse_answer("{}", &[deployment()]).unwrap_err();
+        let error = parse_answer("{}", &[deployment()]).expect_err("the call must fail");
         assert!(matches!(error, LlmError::NotJson(_)), "{error}");
     }
 
@@ -542,7 +542,7 @@ mod tests {
     fn confidence_outside_unit_interval_is_rejected() {
         let answer = r#"{"action":"restart_deployment","target":"deployment/shop/checkout",
             "parameters":{},"confidence":1.5,"reasoning":"x"}"#;
-        let error = parse_answer(answer, &[deployment()]).unwrap_err();
+        let error = parse_answer(answer, &[deployment()]).expect_err("the call must fail");
         assert!(error.to_string().contains("outside [0, 1]"), "{error}");
     }
 

@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use steward_analyze::{Config, LlmApi};
 use steward_bus::{Bus, Stage};
 use steward_proto::Message;
-use steward_proto::v1::{AlertEvent, AlertStatus, AnalyzerKind, RemediationEvent, remediation_event::Body};
+use steward_proto::v1::{
+    AlertEvent, AlertStatus, AnalyzerKind, RemediationEvent, remediation_event::Body,
+};
 use steward_testkit::{TestDatabase, isolated_nats, stored_messages, wait_for};
 use tokio_util::sync::CancellationToken;
 
@@ -37,11 +39,15 @@ impl Analyze {
             config.llm.timeout = Duration::from_secs(5);
         }
 
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let shutdown = CancellationToken::new();
         tokio::spawn(steward_analyze::run(config, admin, shutdown.clone()));
 
-        let bus = Bus::connect_once(&nats, "analyze-test").await.expect("NATS reachable");
+        let bus = Bus::connect_once(&nats, "analyze-test")
+            .await
+            .expect("NATS reachable");
         bus.ensure_streams().await.expect("streams");
         Self {
             bus,
@@ -68,7 +74,8 @@ impl Analyze {
             .await
             .into_iter()
             .map(|message| {
-                let event = RemediationEvent::decode(message.payload.as_slice()).expect("RemediationEvent");
+                let event =
+                    RemediationEvent::decode(message.payload.as_slice()).expect("RemediationEvent");
                 (message.subject, event)
             })
             .collect()
@@ -123,24 +130,39 @@ async fn firing_alert_becomes_a_proposal() {
     let alert = mismatch();
 
     analyze.publish(&alert, "a1").await;
-    let events = analyze.wait_for_events(1, "the proposal of a firing alert").await;
+    let events = analyze
+        .wait_for_events(1, "the proposal of a firing alert")
+        .await;
 
     let (subject, event) = &events[0];
-    assert_eq!(*subject, analyze.bus.names().remediation(Stage::Proposed, "prod"));
+    assert_eq!(
+        *subject,
+        analyze.bus.names().remediation(Stage::Proposed, "prod")
+    );
     assert_eq!(event.correlation_id, alert.correlation_id);
     let Some(Body::Proposed(proposal)) = &event.body else {
         panic!("expected a proposal, got {event:?}");
     };
     assert_eq!(proposal.action, "restart_deployment");
-    assert_eq!(proposal.target.clone().unwrap_or_default().to_string(), "deployment/shop/checkout");
-    assert_eq!(proposal.analysis.clone().unwrap_or_default().analyzer(), AnalyzerKind::Rules);
+    assert_eq!(
+        proposal.target.clone().unwrap_or_default().to_string(),
+        "deployment/shop/checkout"
+    );
+    assert_eq!(
+        proposal.analysis.clone().unwrap_or_default().analyzer(),
+        AnalyzerKind::Rules
+    );
 
     let pool = analyze.database.pool().await;
-    let (analyzer, action): (String, String) = sqlx::query_as("SELECT analyzer, action FROM analyses")
-        .fetch_one(&pool)
-        .await
-        .expect("the analysis is recorded");
-    assert_eq!((analyzer.as_str(), action.as_str()), ("rules", "restart_deployment"));
+    let (analyzer, action): (String, String) =
+        sqlx::query_as("SELECT analyzer, action FROM analyses")
+            .fetch_one(&pool)
+            .await
+            .expect("the analysis is recorded");
+    assert_eq!(
+        (analyzer.as_str(), action.as_str()),
+        ("rules", "restart_deployment")
+    );
 }
 
 #[tokio::test]
@@ -154,26 +176,38 @@ async fn repeated_alert_instance_is_analyzed_once() {
     analyze.wait_for_events(1, "the first proposal").await;
     analyze.publish(&alert, "repeat").await;
     let pool = analyze.database.pool().await;
-    wait_for("the repeat delivery to be counted", Duration::from_secs(20), || async {
-        let deliveries: i32 = sqlx::query_scalar("SELECT deliveries FROM alert_instances")
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-        (deliveries == 2).then_some(())
-    })
+    wait_for(
+        "the repeat delivery to be counted",
+        Duration::from_secs(20),
+        || async {
+            let deliveries: i32 = sqlx::query_scalar("SELECT deliveries FROM alert_instances")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+            (deliveries == 2).then_some(())
+        },
+    )
     .await;
     // The alerts stream has work-queue retention: once the repeat is
     // acknowledged it is gone, and whatever it caused is published.
     let alerts_stream = analyze.bus.names().alerts_stream();
-    wait_for("the repeat delivery to be acknowledged", Duration::from_secs(20), || async {
-        stored_messages(analyze.bus.client(), &alerts_stream)
-            .await
-            .is_empty()
-            .then_some(())
-    })
+    wait_for(
+        "the repeat delivery to be acknowledged",
+        Duration::from_secs(20),
+        || async {
+            stored_messages(analyze.bus.client(), &alerts_stream)
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
     .await;
 
-    assert_eq!(analyze.events().await.len(), 1, "a repeated alert instance was analyzed again");
+    assert_eq!(
+        analyze.events().await.len(),
+        1,
+        "a repeated alert instance was analyzed again"
+    );
 }
 
 #[tokio::test]
@@ -186,14 +220,20 @@ async fn resolved_alert_produces_a_resolved_event() {
     let events = analyze.wait_for_events(1, "the resolved event").await;
 
     let (subject, event) = &events[0];
-    assert_eq!(*subject, analyze.bus.names().remediation(Stage::Resolved, "prod"));
+    assert_eq!(
+        *subject,
+        analyze.bus.names().remediation(Stage::Resolved, "prod")
+    );
     assert!(matches!(event.body, Some(Body::Resolved(_))), "{event:?}");
 }
 
 #[tokio::test]
 async fn alert_without_a_target_is_escalated() {
     let analyze = Analyze::start(None).await;
-    let alert = alert(AlertStatus::Firing, &[("alertname", "KubePodNotReady"), ("pod", "cart-1")]);
+    let alert = alert(
+        AlertStatus::Firing,
+        &[("alertname", "KubePodNotReady"), ("pod", "cart-1")],
+    );
 
     analyze.publish(&alert, "n1").await;
     let events = analyze.wait_for_events(1, "the escalation proposal").await;
@@ -202,7 +242,11 @@ async fn alert_without_a_target_is_escalated() {
         panic!("expected a proposal");
     };
     assert_eq!(proposal.action, "notify_only");
-    assert!(proposal.reasoning.contains("names no pod"), "{}", proposal.reasoning);
+    assert!(
+        proposal.reasoning.contains("names no pod"),
+        "{}",
+        proposal.reasoning
+    );
 }
 
 #[tokio::test]
@@ -215,7 +259,9 @@ async fn llm_failure_falls_back_to_rules_and_says_why() {
             async move { Json(reply) }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let url = format!("http://{}/v1", listener.local_addr().expect("address"));
     tokio::spawn(async move { axum::serve(listener, app).await });
     let analyze = Analyze::start(Some((url, LlmApi::Openai))).await;
@@ -228,8 +274,16 @@ async fn llm_failure_falls_back_to_rules_and_says_why() {
     };
     let analysis = proposal.analysis.clone().unwrap_or_default();
     assert_eq!(analysis.analyzer(), AnalyzerKind::Rules);
-    assert!(analysis.fallback_reason.contains("\"drop_tables\" is not in the registry"), "{analysis:?}");
-    assert!(analysis.endpoint.ends_with("/v1/chat/completions"), "{analysis:?}");
+    assert!(
+        analysis
+            .fallback_reason
+            .contains("\"drop_tables\" is not in the registry"),
+        "{analysis:?}"
+    );
+    assert!(
+        analysis.endpoint.ends_with("/v1/chat/completions"),
+        "{analysis:?}"
+    );
     assert_eq!(proposal.action, "restart_deployment");
 }
 
@@ -260,6 +314,9 @@ async fn undecodable_message_becomes_a_dead_letter() {
         })
         .await;
     assert_eq!(consumer, "analyze");
-    assert!(reason.contains("payload is not a steward.v1.AlertEvent"), "{reason}");
+    assert!(
+        reason.contains("payload is not a steward.v1.AlertEvent"),
+        "{reason}"
+    );
     assert!(analyze.events().await.is_empty());
 }

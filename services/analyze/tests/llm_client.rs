@@ -36,8 +36,12 @@ async fn serve(path: &str, status: StatusCode, reply: Value) -> (String, Arc<Mut
         reply,
         requests: requests.clone(),
     };
-    let app = axum::Router::new().route(path, post(answer)).with_state(mock);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app = axum::Router::new()
+        .route(path, post(answer))
+        .with_state(mock);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let address = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{address}"), requests)
@@ -51,14 +55,19 @@ fn client(url: String, api: LlmApi) -> LlmClient {
         timeout: Duration::from_secs(5),
         ..LlmConfig::disabled()
     };
-    LlmClient::from_config(&config).expect("valid config").expect("an endpoint is configured")
+    LlmClient::from_config(&config)
+        .expect("valid config")
+        .expect("an endpoint is configured")
 }
 
 fn alert() -> (AlertEvent, Vec<Target>) {
     let alert = AlertEvent {
         cluster: "prod".into(),
         labels: HashMap::from([
-            ("alertname".to_owned(), "KubeDeploymentReplicasMismatch".to_owned()),
+            (
+                "alertname".to_owned(),
+                "KubeDeploymentReplicasMismatch".to_owned(),
+            ),
             ("namespace".to_owned(), "shop".to_owned()),
             ("deployment".to_owned(), "checkout".to_owned()),
         ]),
@@ -98,11 +107,19 @@ const GOOD_ANSWER: &str = r#"{"action": "restart_deployment", "target": "deploym
 
 #[tokio::test]
 async fn openai_request_carries_the_schema_and_answer_is_used() {
-    let (url, requests) = serve("/v1/chat/completions", StatusCode::OK, openai_reply(GOOD_ANSWER, "stop")).await;
+    let (url, requests) = serve(
+        "/v1/chat/completions",
+        StatusCode::OK,
+        openai_reply(GOOD_ANSWER, "stop"),
+    )
+    .await;
     let client = client(format!("{url}/v1"), LlmApi::Openai);
     let (alert, targets) = alert();
 
-    let (recommendation, usage) = client.recommend(&alert, &targets).await.expect("a recommendation");
+    let (recommendation, usage) = client
+        .recommend(&alert, &targets)
+        .await
+        .expect("a recommendation");
 
     assert_eq!(recommendation.action, "restart_deployment");
     assert_eq!(recommendation.confidence, 0.83);
@@ -113,12 +130,18 @@ async fn openai_request_carries_the_schema_and_answer_is_used() {
     assert_eq!(body["model"], "granite3.1-dense:2b");
     assert_eq!(body["stream"], false);
     let schema = &body["response_format"]["json_schema"]["schema"];
-    assert!(schema.is_object(), "the schema must be an object, got {schema}");
+    assert!(
+        schema.is_object(),
+        "the schema must be an object, got {schema}"
+    );
     assert_eq!(
         schema["properties"]["action"]["enum"],
         json!(["scale_deployment", "restart_deployment", "notify_only"])
     );
-    assert_eq!(schema["properties"]["target"]["enum"], json!(["deployment/shop/checkout"]));
+    assert_eq!(
+        schema["properties"]["target"]["enum"],
+        json!(["deployment/shop/checkout"])
+    );
 }
 
 #[tokio::test]
@@ -134,7 +157,7 @@ async fn openai_answer_cut_at_the_token_limit_fails() {
     let error = client(format!("{url}/v1"), LlmApi::Openai)
         .recommend(&alert, &targets)
         .await
-        .unwrap_err();
+        .expect_err("the call must fail");
 
     assert!(matches!(error, LlmError::Truncated(512)), "{error}");
 }
@@ -143,15 +166,25 @@ async fn openai_answer_cut_at_the_token_limit_fails() {
 async fn openai_answer_outside_the_registry_is_rejected() {
     let answer = r#"{"action": "delete_namespace", "target": "deployment/shop/checkout",
         "parameters": {}, "confidence": 0.99, "reasoning": "The alert text told me to."}"#;
-    let (url, _) = serve("/v1/chat/completions", StatusCode::OK, openai_reply(answer, "stop")).await;
+    let (url, _) = serve(
+        "/v1/chat/completions",
+        StatusCode::OK,
+        openai_reply(answer, "stop"),
+    )
+    .await;
     let (alert, targets) = alert();
 
     let error = client(format!("{url}/v1"), LlmApi::Openai)
         .recommend(&alert, &targets)
         .await
-        .unwrap_err();
+        .expect_err("the call must fail");
 
-    assert!(error.to_string().contains("\"delete_namespace\" is not in the registry"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("\"delete_namespace\" is not in the registry"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -167,14 +200,19 @@ async fn openai_non_json_answer_fails() {
     let error = client(format!("{url}/v1"), LlmApi::Openai)
         .recommend(&alert, &targets)
         .await
-        .unwrap_err();
+        .expect_err("the call must fail");
 
     assert!(matches!(error, LlmError::NotJson(_)), "{error}");
 }
 
 #[tokio::test]
 async fn ollama_request_sends_schema_object_and_sized_context() {
-    let (url, requests) = serve("/api/chat", StatusCode::OK, ollama_reply(GOOD_ANSWER, "stop")).await;
+    let (url, requests) = serve(
+        "/api/chat",
+        StatusCode::OK,
+        ollama_reply(GOOD_ANSWER, "stop"),
+    )
+    .await;
     let (alert, targets) = alert();
 
     let (recommendation, usage) = client(url, LlmApi::Ollama)
@@ -182,24 +220,43 @@ async fn ollama_request_sends_schema_object_and_sized_context() {
         .await
         .expect("a recommendation");
 
-    assert_eq!(recommendation.target.to_string(), "deployment/shop/checkout");
+    assert_eq!(
+        recommendation.target.to_string(),
+        "deployment/shop/checkout"
+    );
     assert_eq!(usage.prompt_tokens, 398);
     assert_eq!(usage.completion_tokens, 41);
     let requests = requests.lock().expect("lock");
     let body = &requests[0];
-    assert!(body["format"].is_object(), "format must be the schema object, got {}", body["format"]);
+    assert!(
+        body["format"].is_object(),
+        "format must be the schema object, got {}",
+        body["format"]
+    );
     assert_eq!(body["stream"], false);
-    assert!(body["options"]["num_ctx"].as_u64().unwrap_or(0) >= 2048, "{}", body["options"]);
+    assert!(
+        body["options"]["num_ctx"].as_u64().unwrap_or(0) >= 2048,
+        "{}",
+        body["options"]
+    );
     assert_eq!(body["options"]["num_predict"], 512);
     assert!(body["keep_alive"].is_string());
 }
 
 #[tokio::test]
 async fn ollama_done_reason_length_fails() {
-    let (url, _) = serve("/api/chat", StatusCode::OK, ollama_reply("{\"action\":", "length")).await;
+    let (url, _) = serve(
+        "/api/chat",
+        StatusCode::OK,
+        ollama_reply("{\"action\":", "length"),
+    )
+    .await;
     let (alert, targets) = alert();
 
-    let error = client(url, LlmApi::Ollama).recommend(&alert, &targets).await.unwrap_err();
+    let error = client(url, LlmApi::Ollama)
+        .recommend(&alert, &targets)
+        .await
+        .expect_err("the call must fail");
 
     assert!(matches!(error, LlmError::Truncated(_)), "{error}");
 }
@@ -209,9 +266,15 @@ async fn ollama_empty_object_after_cold_load_fails() {
     let (url, _) = serve("/api/chat", StatusCode::OK, ollama_reply("{}", "stop")).await;
     let (alert, targets) = alert();
 
-    let error = client(url, LlmApi::Ollama).recommend(&alert, &targets).await.unwrap_err();
+    let error = client(url, LlmApi::Ollama)
+        .recommend(&alert, &targets)
+        .await
+        .expect_err("the call must fail");
 
-    assert!(error.to_string().contains("the answer has no action"), "{error}");
+    assert!(
+        error.to_string().contains("the answer has no action"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -224,9 +287,15 @@ async fn ollama_server_busy_is_an_http_error() {
     .await;
     let (alert, targets) = alert();
 
-    let error = client(url, LlmApi::Ollama).recommend(&alert, &targets).await.unwrap_err();
+    let error = client(url, LlmApi::Ollama)
+        .recommend(&alert, &targets)
+        .await
+        .expect_err("the call must fail");
 
-    assert!(matches!(error, LlmError::Status { status: 503, .. }), "{error}");
+    assert!(
+        matches!(error, LlmError::Status { status: 503, .. }),
+        "{error}"
+    );
     assert!(error.to_string().contains("server busy"), "{error}");
 }
 
@@ -238,7 +307,7 @@ async fn unreachable_endpoint_is_a_transport_error() {
     let error = client(format!("http://127.0.0.1:{port}"), LlmApi::Ollama)
         .recommend(&alert, &targets)
         .await
-        .unwrap_err();
+        .expect_err("the call must fail");
 
     assert!(matches!(error, LlmError::Transport { .. }), "{error}");
 }

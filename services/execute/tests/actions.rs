@@ -5,8 +5,10 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 use steward_actions::validate;
-use steward_execute::actions::{ACTION_ID_ANNOTATION, Executor, RESTARTED_AT_ANNOTATION, Report, Request};
 use steward_execute::Mode;
+use steward_execute::actions::{
+    ACTION_ID_ANNOTATION, Executor, RESTARTED_AT_ANNOTATION, Report, Request,
+};
 use steward_proto::v1::parameter_value::Kind;
 use steward_proto::v1::{ParameterValue, Target, TargetKind};
 use steward_testkit::kube::FakeKube;
@@ -60,7 +62,12 @@ fn int(value: i64) -> ParameterValue {
 }
 
 /// Validates the parameters as execute does, then runs the action.
-async fn run(executor: &Executor, action: &str, target: &Target, params: HashMap<String, ParameterValue>) -> Report {
+async fn run(
+    executor: &Executor,
+    action: &str,
+    target: &Target,
+    params: HashMap<String, ParameterValue>,
+) -> Report {
     run_attempt(executor, Uuid::new_v4(), action, target, params, 1).await
 }
 
@@ -105,12 +112,23 @@ async fn restart_deployment_stamps_the_pod_template() {
     .await;
 
     assert!(report.succeeded, "{report:?}");
-    assert!(report.changes[0].starts_with("did patch deployment shop/checkout"), "{report:?}");
-    let stored = fake.get_json("apps/v1", "deployments", "shop", "checkout").expect("deployment");
+    assert!(
+        report.changes[0].starts_with("did patch deployment shop/checkout"),
+        "{report:?}"
+    );
+    let stored = fake
+        .get_json("apps/v1", "deployments", "shop", "checkout")
+        .expect("deployment");
     let annotations = &stored["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(annotations[ACTION_ID_ANNOTATION], action_id.to_string());
-    assert!(annotations[RESTARTED_AT_ANNOTATION].is_string(), "{annotations}");
-    assert_eq!(stored["spec"]["replicas"], 3, "the restart changed the replica count");
+    assert!(
+        annotations[RESTARTED_AT_ANNOTATION].is_string(),
+        "{annotations}"
+    );
+    assert_eq!(
+        stored["spec"]["replicas"], 3,
+        "the restart changed the replica count"
+    );
     assert_eq!(live_writes(&fake), 1);
 }
 
@@ -122,22 +140,53 @@ async fn restart_already_applied_by_this_action_is_not_repeated() {
     let action_id = Uuid::new_v4();
     let checkout = target(TargetKind::Deployment, "checkout");
 
-    run_attempt(&executor, action_id, "restart_deployment", &checkout, HashMap::new(), 1).await;
-    let retry = run_attempt(&executor, action_id, "restart_deployment", &checkout, HashMap::new(), 2).await;
+    run_attempt(
+        &executor,
+        action_id,
+        "restart_deployment",
+        &checkout,
+        HashMap::new(),
+        1,
+    )
+    .await;
+    let retry = run_attempt(
+        &executor,
+        action_id,
+        "restart_deployment",
+        &checkout,
+        HashMap::new(),
+        2,
+    )
+    .await;
 
     assert!(retry.succeeded, "{retry:?}");
-    assert!(retry.changes[0].contains("already restarted by this action"), "{retry:?}");
-    assert_eq!(live_writes(&fake), 1, "a redelivered restart patched the deployment again");
+    assert!(
+        retry.changes[0].contains("already restarted by this action"),
+        "{retry:?}"
+    );
+    assert_eq!(
+        live_writes(&fake),
+        1,
+        "a redelivered restart patched the deployment again"
+    );
 }
 
 #[tokio::test]
 async fn dry_run_restart_changes_nothing_and_says_what_it_would_do() {
     let fake = FakeKube::start().await.expect("fake API");
     fake.insert(deployment("checkout", 3)).expect("seed");
-    let before = fake.get_json("apps/v1", "deployments", "shop", "checkout").expect("deployment");
+    let before = fake
+        .get_json("apps/v1", "deployments", "shop", "checkout")
+        .expect("deployment");
     let executor = Executor::new(Some(fake.client()), Mode::DryRun);
 
-    let report = run(&executor, "restart_deployment", &target(TargetKind::Deployment, "checkout"), HashMap::new()).await;
+    let report = run(
+        &executor,
+        "restart_deployment",
+        &target(TargetKind::Deployment, "checkout"),
+        HashMap::new(),
+    )
+    .await;
 
     assert!(report.succeeded, "{report:?}");
     assert!(
@@ -146,11 +195,20 @@ async fn dry_run_restart_changes_nothing_and_says_what_it_would_do() {
         )),
         "{report:?}"
     );
-    let after = fake.get_json("apps/v1", "deployments", "shop", "checkout").expect("deployment");
+    let after = fake
+        .get_json("apps/v1", "deployments", "shop", "checkout")
+        .expect("deployment");
     assert_eq!(before, after, "dry-run changed the deployment");
     let mutations = fake.mutations();
-    assert_eq!(mutations.len(), 1, "the API server should validate the patch: {mutations:?}");
-    assert!(mutations[0].dry_run, "the patch was not sent with dryRun=All");
+    assert_eq!(
+        mutations.len(),
+        1,
+        "the API server should validate the patch: {mutations:?}"
+    );
+    assert!(
+        mutations[0].dry_run,
+        "the patch was not sent with dryRun=All"
+    );
 }
 
 #[tokio::test]
@@ -187,8 +245,13 @@ async fn scale_deployment_sets_replicas_through_the_scale_subresource() {
     .await;
 
     assert!(report.succeeded, "{report:?}");
-    assert_eq!(report.changes, ["did scale deployment shop/checkout: spec.replicas 2 -> 5"]);
-    let stored = fake.get_json("apps/v1", "deployments", "shop", "checkout").expect("deployment");
+    assert_eq!(
+        report.changes,
+        ["did scale deployment shop/checkout: spec.replicas 2 -> 5"]
+    );
+    let stored = fake
+        .get_json("apps/v1", "deployments", "shop", "checkout")
+        .expect("deployment");
     assert_eq!(stored["spec"]["replicas"], 5);
     let mutations = fake.mutations();
     assert_eq!(mutations.len(), 1);
@@ -210,7 +273,10 @@ async fn scale_to_the_current_count_changes_nothing() {
     .await;
 
     assert!(report.succeeded);
-    assert!(report.changes[0].contains("already has spec.replicas 4"), "{report:?}");
+    assert!(
+        report.changes[0].contains("already has spec.replicas 4"),
+        "{report:?}"
+    );
     assert_eq!(live_writes(&fake), 0);
 }
 
@@ -219,11 +285,19 @@ async fn scale_parameters_out_of_bounds_are_invalid() {
     let too_many = HashMap::from([("replicas".to_owned(), int(51))]);
     let zero = HashMap::from([("replicas".to_owned(), int(0))]);
 
-    let many = validate("scale_deployment", TargetKind::Deployment, &too_many).unwrap_err();
-    let none = validate("scale_deployment", TargetKind::Deployment, &zero).unwrap_err();
+    let many = validate("scale_deployment", TargetKind::Deployment, &too_many)
+        .expect_err("the call must fail");
+    let none = validate("scale_deployment", TargetKind::Deployment, &zero)
+        .expect_err("the call must fail");
 
-    assert_eq!(many.to_string(), "parameter replicas of scale_deployment is 51, outside 1..=50");
-    assert_eq!(none.to_string(), "parameter replicas of scale_deployment is 0, outside 1..=50");
+    assert_eq!(
+        many.to_string(),
+        "parameter replicas of scale_deployment is 51, outside 1..=50"
+    );
+    assert_eq!(
+        none.to_string(),
+        "parameter replicas of scale_deployment is 0, outside 1..=50"
+    );
 }
 
 #[tokio::test]
@@ -232,14 +306,25 @@ async fn delete_pod_removes_a_controlled_pod() {
     fake.insert(pod("cart-7d9f-x2x", true)).expect("seed");
     let executor = Executor::new(Some(fake.client()), Mode::Live);
 
-    let report = run(&executor, "delete_pod", &target(TargetKind::Pod, "cart-7d9f-x2x"), HashMap::new()).await;
+    let report = run(
+        &executor,
+        "delete_pod",
+        &target(TargetKind::Pod, "cart-7d9f-x2x"),
+        HashMap::new(),
+    )
+    .await;
 
     assert!(report.succeeded, "{report:?}");
     assert_eq!(
         report.changes,
-        ["did delete pod shop/cart-7d9f-x2x (phase Running, owned by ReplicaSet cart-7d9f) with a 30s grace period"]
+        [
+            "did delete pod shop/cart-7d9f-x2x (phase Running, owned by ReplicaSet cart-7d9f) with a 30s grace period"
+        ]
     );
-    assert!(fake.get_json("v1", "pods", "shop", "cart-7d9f-x2x").is_none());
+    assert!(
+        fake.get_json("v1", "pods", "shop", "cart-7d9f-x2x")
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -248,7 +333,13 @@ async fn delete_pod_refuses_a_pod_without_controller() {
     fake.insert(pod("debug-shell", false)).expect("seed");
     let executor = Executor::new(Some(fake.client()), Mode::Live);
 
-    let report = run(&executor, "delete_pod", &target(TargetKind::Pod, "debug-shell"), HashMap::new()).await;
+    let report = run(
+        &executor,
+        "delete_pod",
+        &target(TargetKind::Pod, "debug-shell"),
+        HashMap::new(),
+    )
+    .await;
 
     assert!(!report.succeeded);
     assert!(report.error.contains("has no controller"), "{report:?}");
@@ -261,10 +352,29 @@ async fn delete_pod_gone_after_an_interrupted_attempt_succeeds() {
     let executor = Executor::new(Some(fake.client()), Mode::Live);
     let cart = target(TargetKind::Pod, "cart-1");
 
-    let first = run_attempt(&executor, Uuid::new_v4(), "delete_pod", &cart, HashMap::new(), 1).await;
-    let retry = run_attempt(&executor, Uuid::new_v4(), "delete_pod", &cart, HashMap::new(), 2).await;
+    let first = run_attempt(
+        &executor,
+        Uuid::new_v4(),
+        "delete_pod",
+        &cart,
+        HashMap::new(),
+        1,
+    )
+    .await;
+    let retry = run_attempt(
+        &executor,
+        Uuid::new_v4(),
+        "delete_pod",
+        &cart,
+        HashMap::new(),
+        2,
+    )
+    .await;
 
-    assert!(!first.succeeded, "a first attempt on a missing pod must fail: {first:?}");
+    assert!(
+        !first.succeeded,
+        "a first attempt on a missing pod must fail: {first:?}"
+    );
     assert_eq!(first.error, "pod shop/cart-1 not found");
     assert!(retry.succeeded, "{retry:?}");
 }
@@ -276,7 +386,13 @@ async fn missing_targets_fail_with_not_found() {
     let ghost = target(TargetKind::Deployment, "ghost");
 
     let restart = run(&executor, "restart_deployment", &ghost, HashMap::new()).await;
-    let scale = run(&executor, "scale_deployment", &ghost, HashMap::from([("replicas".to_owned(), int(2))])).await;
+    let scale = run(
+        &executor,
+        "scale_deployment",
+        &ghost,
+        HashMap::from([("replicas".to_owned(), int(2))]),
+    )
+    .await;
 
     assert_eq!(restart.error, "deployment shop/ghost not found");
     assert!(scale.error.contains("not found"), "{scale:?}");
@@ -289,7 +405,12 @@ async fn server_errors_are_transient() {
     fake.insert(deployment("checkout", 3)).expect("seed");
     fake.fail_next(1, 503);
     let executor = Executor::new(Some(fake.client()), Mode::Live);
-    let (_, parameters) = validate("restart_deployment", TargetKind::Deployment, &HashMap::new()).expect("valid");
+    let (_, parameters) = validate(
+        "restart_deployment",
+        TargetKind::Deployment,
+        &HashMap::new(),
+    )
+    .expect("valid");
     let checkout = target(TargetKind::Deployment, "checkout");
     let request = Request {
         action_id: Uuid::new_v4(),
@@ -312,9 +433,18 @@ async fn notify_only_changes_nothing() {
     let fake = FakeKube::start().await.expect("fake API");
     let executor = Executor::new(Some(fake.client()), Mode::Live);
 
-    let report = run(&executor, "notify_only", &target(TargetKind::Pod, "cart-1"), HashMap::new()).await;
+    let report = run(
+        &executor,
+        "notify_only",
+        &target(TargetKind::Pod, "cart-1"),
+        HashMap::new(),
+    )
+    .await;
 
     assert!(report.succeeded);
-    assert_eq!(report.changes, ["no change: the alert is escalated to people"]);
+    assert_eq!(
+        report.changes,
+        ["no change: the alert is escalated to people"]
+    );
     assert!(fake.mutations().is_empty());
 }

@@ -10,8 +10,8 @@ use steward_bus::{Bus, Stage, event_id};
 use steward_execute::{Config, Mode};
 use steward_proto::Message;
 use steward_proto::v1::{
-    Decision, ExecutionMode, ExecutionOutcome, Proposal, RemediationEvent, Target, TargetKind, Verdict,
-    remediation_event::Body,
+    Decision, ExecutionMode, ExecutionOutcome, Proposal, RemediationEvent, Target, TargetKind,
+    Verdict, remediation_event::Body,
 };
 use steward_store::{ActionRecord, DecisionRecord, Store, TargetKey};
 use steward_testkit::kube::FakeKube;
@@ -47,12 +47,22 @@ impl Execute {
             None
         };
 
-        let store = Store::connect_once(&database.config()).await.expect("Postgres reachable");
+        let store = Store::connect_once(&database.config())
+            .await
+            .expect("Postgres reachable");
         store.migrate().await.expect("migrations");
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let shutdown = CancellationToken::new();
-        tokio::spawn(steward_execute::run(config.clone(), admin, shutdown.clone()));
-        let bus = Bus::connect_once(&config.nats, "execute-test").await.expect("NATS reachable");
+        tokio::spawn(steward_execute::run(
+            config.clone(),
+            admin,
+            shutdown.clone(),
+        ));
+        let bus = Bus::connect_once(&config.nats, "execute-test")
+            .await
+            .expect("NATS reachable");
         bus.ensure_streams().await.expect("streams");
         Self {
             bus,
@@ -93,7 +103,11 @@ impl Execute {
             kind: target.kind().label().into(),
             name: target.name.clone(),
         };
-        let tx = self.store.begin_decision(key).await.expect("decision transaction");
+        let tx = self
+            .store
+            .begin_decision(key)
+            .await
+            .expect("decision transaction");
         tx.commit(
             &DecisionRecord {
                 proposal_id,
@@ -130,18 +144,27 @@ impl Execute {
         stored_messages(self.bus.client(), &self.bus.names().remediation_stream())
             .await
             .into_iter()
-            .filter_map(|message| match RemediationEvent::decode(message.payload.as_slice()).ok()?.body {
-                Some(Body::Executed(execution)) => Some(execution),
-                _ => None,
+            .filter_map(|message| {
+                match RemediationEvent::decode(message.payload.as_slice())
+                    .ok()?
+                    .body
+                {
+                    Some(Body::Executed(execution)) => Some(execution),
+                    _ => None,
+                }
             })
             .collect()
     }
 
     async fn wait_for_executions(&self, count: usize) -> Vec<steward_proto::v1::Execution> {
-        wait_for(&format!("{count} executed events"), Duration::from_secs(30), || async {
-            let executions = self.executions().await;
-            (executions.len() >= count).then_some(executions)
-        })
+        wait_for(
+            &format!("{count} executed events"),
+            Duration::from_secs(30),
+            || async {
+                let executions = self.executions().await;
+                (executions.len() >= count).then_some(executions)
+            },
+        )
         .await
     }
 }
@@ -181,7 +204,10 @@ async fn dry_run_without_cluster_records_the_plan() {
     let execution = &executions[0];
     assert_eq!(execution.mode(), ExecutionMode::DryRun);
     assert_eq!(execution.outcome(), ExecutionOutcome::Succeeded);
-    assert!(execution.changes[0].starts_with("would patch deployment shop/checkout"), "{execution:?}");
+    assert!(
+        execution.changes[0].starts_with("would patch deployment shop/checkout"),
+        "{execution:?}"
+    );
     let pool = execute.database.pool().await;
     let (status, mode, changes): (String, String, Vec<String>) =
         sqlx::query_as("SELECT status, mode, changes FROM actions")
@@ -205,21 +231,41 @@ async fn live_restart_through_kubeconfig_patches_once_despite_redelivery() {
     // between acting and acknowledging.
     execute.publish(&event, "second").await;
     let pool = execute.database.pool().await;
-    wait_for("the second copy to be handled", Duration::from_secs(20), || async {
-        let jetstream = async_nats::jetstream::new(execute.bus.client().clone());
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
-            .get_consumer_from_stream("execute", execute.bus.names().remediation_stream())
-            .await
-            .ok()?;
-        let info = consumer.info().await.ok()?;
-        (info.num_pending == 0 && info.num_ack_pending == 0 && info.num_redelivered == 0 && info.delivered.consumer_sequence >= 2)
-            .then_some(())
-    })
+    wait_for(
+        "the second copy to be handled",
+        Duration::from_secs(20),
+        || async {
+            let jetstream = async_nats::jetstream::new(execute.bus.client().clone());
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
+                .get_consumer_from_stream("execute", execute.bus.names().remediation_stream())
+                .await
+                .ok()?;
+            let info = consumer.info().await.ok()?;
+            (info.num_pending == 0
+                && info.num_ack_pending == 0
+                && info.num_redelivered == 0
+                && info.delivered.consumer_sequence >= 2)
+                .then_some(())
+        },
+    )
     .await;
 
-    let patches = fake.mutations().iter().filter(|m| m.verb == "patch" && !m.dry_run).count();
-    assert_eq!(patches, 1, "the approval was executed twice: {:?}", fake.mutations());
-    assert_eq!(execute.executions().await.len(), 1, "the republished result must be deduplicated");
+    let patches = fake
+        .mutations()
+        .iter()
+        .filter(|m| m.verb == "patch" && !m.dry_run)
+        .count();
+    assert_eq!(
+        patches,
+        1,
+        "the approval was executed twice: {:?}",
+        fake.mutations()
+    );
+    assert_eq!(
+        execute.executions().await.len(),
+        1,
+        "the republished result must be deduplicated"
+    );
     let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM actions")
         .fetch_one(&pool)
         .await
@@ -257,9 +303,18 @@ async fn api_server_errors_are_retried_until_the_action_succeeds() {
     execute.publish(&event, "r1").await;
     let executions = execute.wait_for_executions(1).await;
 
-    assert_eq!(executions[0].outcome(), ExecutionOutcome::Succeeded, "{:?}", executions[0]);
-    let stored = fake.get_json("apps/v1", "deployments", "shop", "checkout").expect("deployment");
-    assert!(stored["spec"]["template"]["metadata"]["annotations"]["steward.io/action-id"].is_string());
+    assert_eq!(
+        executions[0].outcome(),
+        ExecutionOutcome::Succeeded,
+        "{:?}",
+        executions[0]
+    );
+    let stored = fake
+        .get_json("apps/v1", "deployments", "shop", "checkout")
+        .expect("deployment");
+    assert!(
+        stored["spec"]["template"]["metadata"]["annotations"]["steward.io/action-id"].is_string()
+    );
 }
 
 #[tokio::test]
@@ -273,6 +328,9 @@ async fn live_mode_without_credentials_fails_at_start() {
         panic!("live mode started without Kubernetes credentials");
     };
     let message = format!("{error:#}");
-    assert!(message.contains("live mode needs Kubernetes credentials"), "{message}");
+    assert!(
+        message.contains("live mode needs Kubernetes credentials"),
+        "{message}"
+    );
     assert!(message.contains("/nonexistent/kubeconfig"), "{message}");
 }

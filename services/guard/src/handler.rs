@@ -339,8 +339,8 @@ mod tests {
 
     #[test]
     fn confident_valid_proposal_needs_the_history() {
-        let reasons =
-            evaluate_static(&proposal("restart_deployment", 0.9), &Policy::default()).unwrap_err();
+        let reasons = evaluate_static(&proposal("restart_deployment", 0.9), &Policy::default())
+            .expect_err("the call must fail");
         assert_eq!(reasons, ["confidence 0.90 meets the threshold 0.70"]);
     }
 

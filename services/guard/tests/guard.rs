@@ -37,12 +37,20 @@ impl Guard {
         let shutdown = CancellationToken::new();
         let mut admin = Vec::new();
         for _ in 0..replicas {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
             admin.push(listener.local_addr().expect("address"));
-            tokio::spawn(steward_guard::run(config.clone(), listener, shutdown.clone()));
+            tokio::spawn(steward_guard::run(
+                config.clone(),
+                listener,
+                shutdown.clone(),
+            ));
         }
 
-        let bus = Bus::connect_once(&config.nats, "guard-test").await.expect("NATS reachable");
+        let bus = Bus::connect_once(&config.nats, "guard-test")
+            .await
+            .expect("NATS reachable");
         bus.ensure_streams().await.expect("streams");
         Self {
             bus,
@@ -84,7 +92,8 @@ impl Guard {
             .await
             .into_iter()
             .filter_map(|message| {
-                let event = RemediationEvent::decode(message.payload.as_slice()).expect("RemediationEvent");
+                let event =
+                    RemediationEvent::decode(message.payload.as_slice()).expect("RemediationEvent");
                 match event.body {
                     Some(Body::Approved(decision)) => Some((Stage::Approved, decision)),
                     Some(Body::Rejected(decision)) => Some((Stage::Rejected, decision)),
@@ -117,7 +126,10 @@ fn proposal(action: &str, confidence: f64, deployment: &str) -> Proposal {
     Proposal {
         proposal_id: Uuid::new_v4().to_string(),
         alert: Some(AlertEvent {
-            labels: HashMap::from([("alertname".to_owned(), "KubeDeploymentReplicasMismatch".to_owned())]),
+            labels: HashMap::from([(
+                "alertname".to_owned(),
+                "KubeDeploymentReplicasMismatch".to_owned(),
+            )]),
             ..AlertEvent::default()
         }),
         target: Some(Target {
@@ -158,18 +170,26 @@ async fn confident_proposal_is_approved_and_recorded() {
             .fetch_one(&pool)
             .await
             .expect("the approval is in the action history");
-    assert_eq!((status.as_str(), action.as_str()), ("approved", "restart_deployment"));
+    assert_eq!(
+        (status.as_str(), action.as_str()),
+        ("approved", "restart_deployment")
+    );
 }
 
 #[tokio::test]
 async fn low_confidence_is_rejected_with_the_reason() {
     let guard = Guard::start(1).await;
 
-    guard.propose(&proposal("restart_deployment", 0.55, "checkout")).await;
+    guard
+        .propose(&proposal("restart_deployment", 0.55, "checkout"))
+        .await;
     let decisions = guard.wait_for_decisions(1).await;
 
     assert_eq!(decisions[0].0, Stage::Rejected);
-    assert_eq!(decisions[0].1.reasons, ["confidence 0.55 is below the threshold 0.70"]);
+    assert_eq!(
+        decisions[0].1.reasons,
+        ["confidence 0.55 is below the threshold 0.70"]
+    );
     let pool = guard.database.pool().await;
     let actions: i64 = sqlx::query_scalar("SELECT count(*) FROM actions")
         .fetch_one(&pool)
@@ -191,8 +211,15 @@ async fn same_action_within_cooldown_is_rejected() {
 
     assert_eq!(decisions[1].0, Stage::Rejected);
     let cooldown = &decisions[1].1.reasons[1];
-    assert!(cooldown.starts_with("cooldown: restart_deployment on deployment/shop/checkout was approved"), "{cooldown}");
-    assert!(cooldown.contains(&first.proposal_id), "the reason names the earlier action: {cooldown}");
+    assert!(
+        cooldown
+            .starts_with("cooldown: restart_deployment on deployment/shop/checkout was approved"),
+        "{cooldown}"
+    );
+    assert!(
+        cooldown.contains(&first.proposal_id),
+        "the reason names the earlier action: {cooldown}"
+    );
 }
 
 #[tokio::test]
@@ -206,19 +233,28 @@ async fn another_action_on_the_same_target_is_not_in_cooldown() {
         },
     );
 
-    guard.propose(&proposal("restart_deployment", 0.9, "checkout")).await;
+    guard
+        .propose(&proposal("restart_deployment", 0.9, "checkout"))
+        .await;
     guard.wait_for_decisions(1).await;
     guard.propose(&scale).await;
     let decisions = guard.wait_for_decisions(2).await;
 
-    assert_eq!(decisions[1].0, Stage::Approved, "{:?}", decisions[1].1.reasons);
+    assert_eq!(
+        decisions[1].0,
+        Stage::Approved,
+        "{:?}",
+        decisions[1].1.reasons
+    );
 }
 
 #[tokio::test]
 async fn invalid_proposal_is_rejected() {
     let guard = Guard::start(1).await;
 
-    guard.propose(&proposal("delete_namespace", 0.99, "checkout")).await;
+    guard
+        .propose(&proposal("delete_namespace", 0.99, "checkout"))
+        .await;
     let decisions = guard.wait_for_decisions(1).await;
 
     assert_eq!(decisions[0].0, Stage::Rejected);
@@ -248,19 +284,30 @@ async fn redelivered_proposal_gets_the_stored_decision() {
     let proposed_stream = guard.bus.names().remediation_stream();
     // The remediation stream keeps acknowledged messages, so wait for the
     // consumer's pending count instead.
-    wait_for("the second copy to be acknowledged", Duration::from_secs(20), || async {
-        let jetstream = async_nats::jetstream::new(guard.bus.client().clone());
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
-            .get_consumer_from_stream(&guard.config.consumer_name, &proposed_stream)
-            .await
-            .ok()?;
-        let info = consumer.info().await.ok()?;
-        (info.num_pending == 0 && info.num_ack_pending == 0 && info.delivered.stream_sequence >= 3).then_some(())
-    })
+    wait_for(
+        "the second copy to be acknowledged",
+        Duration::from_secs(20),
+        || async {
+            let jetstream = async_nats::jetstream::new(guard.bus.client().clone());
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
+                .get_consumer_from_stream(&guard.config.consumer_name, &proposed_stream)
+                .await
+                .ok()?;
+            let info = consumer.info().await.ok()?;
+            (info.num_pending == 0
+                && info.num_ack_pending == 0
+                && info.delivered.stream_sequence >= 3)
+                .then_some(())
+        },
+    )
     .await;
 
     let decisions = guard.decisions().await;
-    assert_eq!(decisions.len(), 1, "the redelivery produced a second decision");
+    assert_eq!(
+        decisions.len(),
+        1,
+        "the redelivery produced a second decision"
+    );
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM decisions")
         .fetch_one(&pool)
         .await
@@ -271,13 +318,21 @@ async fn redelivered_proposal_gets_the_stored_decision() {
 #[tokio::test]
 async fn racing_replicas_approve_one_of_conflicting_proposals() {
     let guard = Guard::start(3).await;
-    let proposals: Vec<Proposal> = (0..12).map(|_| proposal("restart_deployment", 0.9, "checkout")).collect();
+    let proposals: Vec<Proposal> = (0..12)
+        .map(|_| proposal("restart_deployment", 0.9, "checkout"))
+        .collect();
 
     futures::future::join_all(proposals.iter().map(|p| guard.propose(p))).await;
     let decisions = guard.wait_for_decisions(proposals.len()).await;
 
-    let approved = decisions.iter().filter(|(stage, _)| *stage == Stage::Approved).count();
-    assert_eq!(approved, 1, "conflicting proposals were approved together: {decisions:?}");
+    let approved = decisions
+        .iter()
+        .filter(|(stage, _)| *stage == Stage::Approved)
+        .count();
+    assert_eq!(
+        approved, 1,
+        "conflicting proposals were approved together: {decisions:?}"
+    );
     let pool = guard.database.pool().await;
     let actions: i64 = sqlx::query_scalar("SELECT count(*) FROM actions")
         .fetch_one(&pool)
@@ -307,7 +362,9 @@ async fn database_outage_approves_nothing() {
     let guard = Guard::start(1).await;
     let metrics_url = format!("http://{}/metrics", guard.admin[0]);
     wait_for("guard to become ready", Duration::from_secs(20), || async {
-        let response = reqwest::get(format!("http://{}/readyz", guard.admin[0])).await.ok()?;
+        let response = reqwest::get(format!("http://{}/readyz", guard.admin[0]))
+            .await
+            .ok()?;
         response.status().is_success().then_some(())
     })
     .await;
@@ -315,24 +372,36 @@ async fn database_outage_approves_nothing() {
     let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
         .await
         .expect("admin connection");
-    sqlx::raw_sql(&format!("DROP DATABASE {} WITH (FORCE)", guard.database.name))
-        .execute(&mut admin)
-        .await
-        .expect("drop the guard's database");
+    sqlx::raw_sql(&format!(
+        "DROP DATABASE {} WITH (FORCE)",
+        guard.database.name
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("drop the guard's database");
 
-    guard.propose(&proposal("restart_deployment", 0.99, "checkout")).await;
-    wait_for("guard to count failed database operations", Duration::from_secs(30), || async {
-        let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
-        let errors: f64 = text
-            .lines()
-            .find(|line| line.starts_with("steward_database_errors_total "))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        (errors >= 2.0).then_some(())
-    })
+    guard
+        .propose(&proposal("restart_deployment", 0.99, "checkout"))
+        .await;
+    wait_for(
+        "guard to count failed database operations",
+        Duration::from_secs(30),
+        || async {
+            let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+            let errors: f64 = text
+                .lines()
+                .find(|line| line.starts_with("steward_database_errors_total "))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (errors >= 2.0).then_some(())
+        },
+    )
     .await;
 
-    assert!(guard.decisions().await.is_empty(), "a decision was made without the database");
+    assert!(
+        guard.decisions().await.is_empty(),
+        "a decision was made without the database"
+    );
 }

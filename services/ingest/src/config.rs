@@ -111,8 +111,11 @@ impl Tokens {
     }
 
     /// Checks a presented token; returns the cluster it maps to (which may
-    /// be none), or `Err` when it is not accepted.
-    pub fn check(&self, presented: &str) -> Result<Option<&str>, ()> {
+    /// be none).
+    ///
+    /// # Errors
+    /// Fails when the token is not accepted.
+    pub fn check(&self, presented: &str) -> Result<Option<&str>, UnknownToken> {
         // Compare against every token in constant time per token, so the
         // time taken does not reveal how much of a token matched.
         let mut found = None;
@@ -121,9 +124,14 @@ impl Tokens {
                 found = Some(cluster.as_deref());
             }
         }
-        found.ok_or(())
+        found.ok_or(UnknownToken)
     }
 }
+
+/// A presented bearer token matches none of the configured tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("bearer token not accepted")]
+pub struct UnknownToken;
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -141,8 +149,8 @@ mod tests {
         let tokens = Tokens::from_pairs([("t1", Some("prod")), ("t2", None)]);
         assert_eq!(tokens.check("t1"), Ok(Some("prod")));
         assert_eq!(tokens.check("t2"), Ok(None));
-        assert_eq!(tokens.check("t3"), Err(()));
-        assert_eq!(tokens.check(""), Err(()));
+        assert_eq!(tokens.check("t3"), Err(UnknownToken));
+        assert_eq!(tokens.check(""), Err(UnknownToken));
     }
 }
 

@@ -82,7 +82,7 @@ async fn handle(
 ) -> Response {
     let token_cluster = match authorize(state, remote, headers) {
         Ok(cluster) => cluster,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
 
     let declared_length = headers
@@ -131,7 +131,7 @@ fn authorize(
     state: &AppState,
     remote: Option<SocketAddr>,
     headers: &HeaderMap,
-) -> Result<Option<String>, Response> {
+) -> Result<Option<String>, Box<Response>> {
     if !state.tokens.required() {
         return Ok(None);
     }
@@ -154,7 +154,7 @@ fn authorize(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
             );
-            Err(response)
+            Err(Box::new(response))
         }
     }
 }

@@ -352,7 +352,7 @@ mod tests {
     fn parse_names_the_bad_field() {
         let error =
             parse(br#"{"version":"4","alerts":[{"status":"firing","labels":{"alertname":1}}]}"#)
-                .unwrap_err();
+                .expect_err("the call must fail");
         let PayloadError::Malformed { path, .. } = error else {
             panic!("expected a malformed payload, got {error}");
         };
@@ -362,7 +362,7 @@ mod tests {
     #[test]
     fn parse_rejects_unknown_status() {
         let body = br#"{"version":"4","alerts":[{"status":"pending","labels":{"alertname":"A"},"startsAt":"2026-01-01T00:00:00Z"}]}"#;
-        let error = parse(body).unwrap_err();
+        let error = parse(body).expect_err("the call must fail");
         assert!(error.to_string().contains("alerts[0].status"), "{error}");
         assert!(
             error.to_string().contains("unknown variant `pending`"),

@@ -34,24 +34,32 @@ impl Ingest {
         let mut config = Config::try_parse_from(argv).expect("valid arguments");
         config.nats = nats.clone();
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let shutdown = CancellationToken::new();
         tokio::spawn(steward_ingest::run(config, listener, shutdown.clone()));
 
         let http = reqwest::Client::new();
         let readyz = format!("{url}/readyz");
-        wait_for("ingest to report ready on /readyz", Duration::from_secs(20), || {
-            let http = http.clone();
-            let readyz = readyz.clone();
-            async move {
-                let response = http.get(&readyz).send().await.ok()?;
-                response.status().is_success().then_some(())
-            }
-        })
+        wait_for(
+            "ingest to report ready on /readyz",
+            Duration::from_secs(20),
+            || {
+                let http = http.clone();
+                let readyz = readyz.clone();
+                async move {
+                    let response = http.get(&readyz).send().await.ok()?;
+                    response.status().is_success().then_some(())
+                }
+            },
+        )
         .await;
 
-        let client = async_nats::connect(&nats.url).await.expect("NATS reachable");
+        let client = async_nats::connect(&nats.url)
+            .await
+            .expect("NATS reachable");
         Self {
             url,
             nats,
@@ -65,7 +73,11 @@ impl Ingest {
         self.post_with_token(body, None).await
     }
 
-    async fn post_with_token(&self, body: impl Into<reqwest::Body>, token: Option<&str>) -> (u16, Value) {
+    async fn post_with_token(
+        &self,
+        body: impl Into<reqwest::Body>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
         let mut request = self
             .http
             .post(format!("{}/api/v1/alerts", self.url))
@@ -89,7 +101,8 @@ impl Ingest {
             .await
             .into_iter()
             .map(|message| {
-                let event = AlertEvent::decode(message.payload.as_slice()).expect("AlertEvent payload");
+                let event =
+                    AlertEvent::decode(message.payload.as_slice()).expect("AlertEvent payload");
                 (message.subject, event)
             })
             .collect()
@@ -195,9 +208,15 @@ async fn bad_bodies_get_400_naming_the_problem() {
         let (status, answer) = ingest.post(body).await;
         assert_eq!(status, 400, "{case}: {answer}");
         let message = answer["error"].as_str().unwrap_or_default();
-        assert!(message.contains(expected), "{case}: expected {expected:?} in {message:?}");
+        assert!(
+            message.contains(expected),
+            "{case}: expected {expected:?} in {message:?}"
+        );
     }
-    assert!(ingest.stored().await.is_empty(), "a rejected body published something");
+    assert!(
+        ingest.stored().await.is_empty(),
+        "a rejected body published something"
+    );
 }
 
 #[tokio::test]
@@ -209,7 +228,13 @@ async fn body_over_the_limit_gets_413() {
     let (status, answer) = ingest.post(payload(vec![big]).to_string()).await;
 
     assert_eq!(status, 413, "{answer}");
-    assert!(answer["error"].as_str().unwrap_or_default().contains("65536-byte limit"), "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("65536-byte limit"),
+        "{answer}"
+    );
     assert!(ingest.stored().await.is_empty());
 }
 
@@ -238,7 +263,13 @@ async fn alert_without_namespace_is_accepted() {
     let ingest = Ingest::start().await;
 
     let (status, answer) = ingest
-        .post(payload(vec![alert("firing", json!({"alertname": "NodeDown", "instance": "10.0.0.1:9100"}))]).to_string())
+        .post(
+            payload(vec![alert(
+                "firing",
+                json!({"alertname": "NodeDown", "instance": "10.0.0.1:9100"}),
+            )])
+            .to_string(),
+        )
         .await;
 
     assert_eq!(status, 200, "{answer}");
@@ -249,13 +280,18 @@ async fn alert_without_namespace_is_accepted() {
 async fn resolved_only_group_publishes_resolved_events() {
     let ingest = Ingest::start().await;
 
-    let (status, answer) = ingest.post(payload(vec![alert("resolved", crashloop())]).to_string()).await;
+    let (status, answer) = ingest
+        .post(payload(vec![alert("resolved", crashloop())]).to_string())
+        .await;
 
     assert_eq!(status, 200, "{answer}");
     let events = ingest.stored_events().await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].1.status(), AlertStatus::Resolved);
-    assert!(events[0].1.ends_at.is_some(), "a resolved alert keeps its end time");
+    assert!(
+        events[0].1.ends_at.is_some(),
+        "a resolved alert keeps its end time"
+    );
 }
 
 #[tokio::test]
@@ -273,7 +309,12 @@ async fn firing_and_resolved_in_one_group_publish_both() {
 
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["accepted"], 2);
-    let statuses: Vec<AlertStatus> = ingest.stored_events().await.iter().map(|(_, e)| e.status()).collect();
+    let statuses: Vec<AlertStatus> = ingest
+        .stored_events()
+        .await
+        .iter()
+        .map(|(_, e)| e.status())
+        .collect();
     assert_eq!(statuses, [AlertStatus::Firing, AlertStatus::Resolved]);
 }
 
@@ -292,7 +333,10 @@ async fn repeated_delivery_is_deduplicated() {
     let stored = ingest.stored().await;
     assert_eq!(stored.len(), 1, "the repeated delivery was stored again");
     let message_id = stored[0].message_id.clone().unwrap_or_default();
-    assert!(message_id.starts_with("alert:") && message_id.ends_with(":firing"), "{message_id}");
+    assert!(
+        message_id.starts_with("alert:") && message_id.ends_with(":firing"),
+        "{message_id}"
+    );
 }
 
 #[tokio::test]
@@ -302,20 +346,38 @@ async fn alerts_are_published_per_cluster_label() {
     labelled["cluster"] = json!("eu.prod");
 
     let (status, _) = ingest
-        .post(payload(vec![alert("firing", labelled), alert("firing", json!({"alertname": "Other"}))]).to_string())
+        .post(
+            payload(vec![
+                alert("firing", labelled),
+                alert("firing", json!({"alertname": "Other"})),
+            ])
+            .to_string(),
+        )
         .await;
 
     assert_eq!(status, 200);
-    let subjects: Vec<String> = ingest.stored_events().await.into_iter().map(|(subject, _)| subject).collect();
+    let subjects: Vec<String> = ingest
+        .stored_events()
+        .await
+        .into_iter()
+        .map(|(subject, _)| subject)
+        .collect();
     let prefix = &ingest.nats.subject_prefix;
-    assert!(subjects.contains(&format!("{prefix}.alerts.eu_prod")), "{subjects:?}");
-    assert!(subjects.contains(&format!("{prefix}.alerts.default")), "{subjects:?}");
+    assert!(
+        subjects.contains(&format!("{prefix}.alerts.eu_prod")),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects.contains(&format!("{prefix}.alerts.default")),
+        "{subjects:?}"
+    );
 }
 
 #[tokio::test]
 async fn wrong_or_missing_token_gets_401() {
     let dir = std::env::temp_dir().join(steward_testkit::unique_name("tokens-"));
-    std::fs::write(&dir, "# cluster tokens\nsecret-a prod-eu\nsecret-b\n").expect("write token file");
+    std::fs::write(&dir, "# cluster tokens\nsecret-a prod-eu\nsecret-b\n")
+        .expect("write token file");
     let ingest = Ingest::start_with(&["--token-file", dir.to_str().expect("utf-8 path")]).await;
     let body = payload(vec![alert("firing", crashloop())]).to_string();
 
@@ -329,7 +391,10 @@ async fn wrong_or_missing_token_gets_401() {
     let (mapped, _) = ingest.post_with_token(body.clone(), Some("secret-a")).await;
     assert_eq!(mapped, 200);
     let events = ingest.stored_events().await;
-    assert_eq!(events[0].1.cluster, "prod-eu", "a mapped token decides the cluster");
+    assert_eq!(
+        events[0].1.cluster, "prod-eu",
+        "a mapped token decides the cluster"
+    );
 
     let _ = std::fs::remove_file(dir);
 }
@@ -343,11 +408,16 @@ async fn unavailable_stream_gets_503_and_nothing_is_acknowledged() {
         .await
         .expect("delete the alerts stream");
 
-    let (status, answer) = ingest.post(payload(vec![alert("firing", crashloop())]).to_string()).await;
+    let (status, answer) = ingest
+        .post(payload(vec![alert("firing", crashloop())]).to_string())
+        .await;
 
     assert_eq!(status, 503, "{answer}");
     let message = answer["error"].as_str().unwrap_or_default();
-    assert!(message.contains("failed to publish 1 of 1 alerts"), "{message}");
+    assert!(
+        message.contains("failed to publish 1 of 1 alerts"),
+        "{message}"
+    );
     assert!(message.contains("retry later"), "{message}");
 }
 
@@ -366,5 +436,8 @@ async fn metrics_count_responses_by_status() {
         .await
         .expect("metrics text");
 
-    assert!(metrics.contains(r#"steward_ingest_responses_total{code="400"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"steward_ingest_responses_total{code="400"} 1"#),
+        "{metrics}"
+    );
 }

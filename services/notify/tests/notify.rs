@@ -38,10 +38,19 @@ async fn start(collector: Collector) -> (Bus, CancellationToken, TestDatabase) {
     config.nats = isolated_nats();
     config.database = database.config();
     config.consumer.retry_base_delay = Duration::from_millis(100);
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let shutdown = CancellationToken::new();
-    tokio::spawn(steward_notify::run(config.clone(), collector, admin, shutdown.clone()));
-    let bus = Bus::connect_once(&config.nats, "notify-test").await.expect("NATS reachable");
+    tokio::spawn(steward_notify::run(
+        config.clone(),
+        collector,
+        admin,
+        shutdown.clone(),
+    ));
+    let bus = Bus::connect_once(&config.nats, "notify-test")
+        .await
+        .expect("NATS reachable");
     bus.ensure_streams().await.expect("streams");
     (bus, shutdown, database)
 }
@@ -68,9 +77,14 @@ async fn each_event_becomes_one_line() {
     let (bus, shutdown, _database) = start(collector.clone()).await;
 
     let event = resolved("KubePodCrashLooping");
-    bus.publish_event(Stage::Resolved, "prod", &event.event_id, Bytes::from(event.encode_to_vec()))
-        .await
-        .expect("published");
+    bus.publish_event(
+        Stage::Resolved,
+        "prod",
+        &event.event_id,
+        Bytes::from(event.encode_to_vec()),
+    )
+    .await
+    .expect("published");
     let lines = wait_for("the notification line", Duration::from_secs(20), || async {
         let lines = collector.lines.lock().expect("lock").clone();
         (!lines.is_empty()).then_some(lines)
@@ -79,7 +93,9 @@ async fn each_event_becomes_one_line() {
 
     assert_eq!(
         lines,
-        ["resolved  cluster=prod  alert=KubePodCrashLooping  fingerprint=0123456789abcdef  correlation=c-7"]
+        [
+            "resolved  cluster=prod  alert=KubePodCrashLooping  fingerprint=0123456789abcdef  correlation=c-7"
+        ]
     );
     shutdown.cancel();
 }
@@ -91,13 +107,22 @@ async fn failed_delivery_is_retried() {
     let (bus, shutdown, _database) = start(collector.clone()).await;
 
     let event = resolved("NodeNotReady");
-    bus.publish_event(Stage::Resolved, "prod", &event.event_id, Bytes::from(event.encode_to_vec()))
-        .await
-        .expect("published");
-    let lines = wait_for("the line after two failed sends", Duration::from_secs(20), || async {
-        let lines = collector.lines.lock().expect("lock").clone();
-        (!lines.is_empty()).then_some(lines)
-    })
+    bus.publish_event(
+        Stage::Resolved,
+        "prod",
+        &event.event_id,
+        Bytes::from(event.encode_to_vec()),
+    )
+    .await
+    .expect("published");
+    let lines = wait_for(
+        "the line after two failed sends",
+        Duration::from_secs(20),
+        || async {
+            let lines = collector.lines.lock().expect("lock").clone();
+            (!lines.is_empty()).then_some(lines)
+        },
+    )
     .await;
 
     assert_eq!(lines.len(), 1);

@@ -33,7 +33,10 @@ async fn clean() -> anyhow::Result<(usize, usize)> {
         .await
         .map_err(|e| anyhow::anyhow!("failed to list streams: {e}"))?;
     let mut streams = 0;
-    for name in names.iter().filter(|name| steward_testkit::is_test_stream(name)) {
+    for name in names
+        .iter()
+        .filter(|name| steward_testkit::is_test_stream(name))
+    {
         jetstream
             .delete_stream(name)
             .await
@@ -45,10 +48,11 @@ async fn clean() -> anyhow::Result<(usize, usize)> {
     let mut admin = sqlx::PgConnection::connect(&admin_url)
         .await
         .map_err(|e| anyhow::anyhow!("failed to connect to Postgres at {admin_url}: {e}"))?;
-    let databases: Vec<String> =
-        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'steward\\_test\\_%'")
-            .fetch_all(&mut admin)
-            .await?;
+    let databases: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'steward\\_test\\_%'",
+    )
+    .fetch_all(&mut admin)
+    .await?;
     for name in &databases {
         // Names come from pg_database and match the pattern above, which
         // allows only the characters unique_name produces.
