@@ -72,13 +72,17 @@ CREATE TABLE actions (
     parameters        jsonb       NOT NULL,
     confidence        double precision NOT NULL,
     status            text        NOT NULL DEFAULT 'approved'
-                      CHECK (status IN ('approved', 'executing', 'succeeded', 'failed')),
+                      CHECK (status IN ('approved', 'executing', 'succeeded', 'failed', 'skipped')),
     mode              text        CHECK (mode IN ('dry_run', 'live')),
     changes           text[]      NOT NULL DEFAULT '{}',
     error             text        NOT NULL DEFAULT '',
     attempts          integer     NOT NULL DEFAULT 0,
     approved_at       timestamptz NOT NULL DEFAULT now(),
     started_at        timestamptz,
+    -- While an attempt runs it holds the action until this time and
+    -- extends it; a second delivery waits for it to pass, so one action
+    -- never runs twice at once, and a crashed attempt's claim expires.
+    claimed_until     timestamptz,
     finished_at       timestamptz,
     alert_resolved_at timestamptz,
     -- The encoded `executed` event, once there is one.
@@ -100,6 +104,10 @@ CREATE TABLE dead_letters (
     reason          text        NOT NULL,
     payload         bytea       NOT NULL,
     headers         jsonb       NOT NULL,
-    recorded_at     timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (stream, consumer, stream_sequence)
+    recorded_at     timestamptz NOT NULL DEFAULT now()
 );
+-- A message recorded twice (two replicas, or a retry) keeps one row; a
+-- recreated stream reuses sequence numbers, so the content is part of
+-- the key.
+CREATE UNIQUE INDEX dead_letters_message
+    ON dead_letters (stream, consumer, stream_sequence, sha256(payload));

@@ -82,6 +82,10 @@ async fn killed_services_lose_no_alert_and_act_once() {
     fake.write_kubeconfig(&kubeconfig).expect("kubeconfig");
     let mut stack = Stack::start(&[
         ("STEWARD_EXECUTE_MODE", "live".to_owned()),
+        ("STEWARD_EXECUTE_CLUSTER", "crash".to_owned()),
+        // A killed attempt's claim must expire before a redelivery may
+        // run the action; keep it short so the test stays fast.
+        ("STEWARD_EXECUTION_LEASE", "3s".to_owned()),
         ("STEWARD_KUBECONFIG", kubeconfig.display().to_string()),
         // Two messages at a time per service spread a wave out, so the
         // kill lands while some of it is still being handled.

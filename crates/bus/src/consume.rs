@@ -104,7 +104,8 @@ pub fn redelivery_delay(settings: &ConsumerConfig, delivered: i64) -> Duration {
 /// the drain timeout for in-flight handlers.
 ///
 /// Pull failures are logged, counted and retried; the loop only returns an
-/// error when the consumer cannot be set up at start.
+/// error when the consumer cannot be set up at start. `on_ready` runs once
+/// the durable consumer exists.
 ///
 /// # Errors
 /// Fails when the durable consumer cannot be created.
@@ -115,8 +116,10 @@ pub async fn consume<H: Handler, D: DeadLetterSink>(
     dead_letters: Arc<D>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    on_ready: impl FnOnce(),
 ) -> Result<(), BusError> {
     let mut consumer = bus.durable_consumer(&spec).await?;
+    on_ready();
     let spec = Arc::new(spec);
     let slots = Arc::new(Semaphore::new(spec.settings.max_in_flight.max(1)));
     let mut tasks = JoinSet::new();
@@ -187,7 +190,10 @@ pub async fn consume<H: Handler, D: DeadLetterSink>(
         let mut slot = Some(first_slot);
         loop {
             let next = tokio::select! {
-                _ = shutdown.cancelled() => break 'pull,
+                _ = shutdown.cancelled() => {
+                    release_buffered(&mut batch).await;
+                    break 'pull;
+                }
                 next = batch.next() => next,
             };
             let message = match next {
@@ -225,6 +231,18 @@ pub async fn consume<H: Handler, D: DeadLetterSink>(
 
     drain(tasks, &spec).await;
     Ok(())
+}
+
+/// Naks the messages a batch already delivered to the client but that no
+/// handler took, so that another replica gets them at once instead of
+/// after the ack wait.
+async fn release_buffered(batch: &mut async_nats::jetstream::consumer::pull::Batch) {
+    use futures::FutureExt;
+    while let Some(Some(Ok(message))) = batch.next().now_or_never() {
+        if let Err(error) = message.ack_with(AckKind::Nak(None)).await {
+            tracing::debug!(error = %error, "failed to release a message at shutdown");
+        }
+    }
 }
 
 fn reap(tasks: &mut JoinSet<()>) {
@@ -309,17 +327,16 @@ async fn process<H: Handler, D: DeadLetterSink>(
             Outcome::Done => ("ack", message.ack().await),
             Outcome::Retry(error) if delivered >= spec.settings.max_deliver => {
                 let reason = format!("gave up after {delivered} deliveries: {error}");
-                ("dead_letter", dead_letter(&message, &spec, &*dead_letters, stream_sequence, delivered, reason).await)
+                dead_letter(&message, &spec, &*dead_letters, stream_sequence, delivered, reason).await
             }
             Outcome::Retry(error) => {
                 let delay = redelivery_delay(&spec.settings, delivered);
                 tracing::warn!(error = %error, retry_in = ?delay, "handling failed; message will be redelivered");
                 ("retry", message.ack_with(AckKind::Nak(Some(delay))).await)
             }
-            Outcome::Reject(reason) => (
-                "dead_letter",
-                dead_letter(&message, &spec, &*dead_letters, stream_sequence, delivered, reason).await,
-            ),
+            Outcome::Reject(reason) => {
+                dead_letter(&message, &spec, &*dead_letters, stream_sequence, delivered, reason).await
+            }
         };
         metrics
             .messages
@@ -362,6 +379,7 @@ async fn with_progress(
 
 /// Records a dead letter and terminates the message. When recording fails
 /// the message is nak'ed instead, so it comes back and nothing is lost.
+/// Returns the metric outcome and the acknowledgement's result.
 async fn dead_letter<D: DeadLetterSink>(
     message: &jetstream::Message,
     spec: &ConsumerSpec,
@@ -369,7 +387,7 @@ async fn dead_letter<D: DeadLetterSink>(
     stream_sequence: u64,
     delivered: i64,
     reason: String,
-) -> Result<(), async_nats::Error> {
+) -> (&'static str, Result<(), async_nats::Error>) {
     let headers = message
         .headers
         .iter()
@@ -393,7 +411,7 @@ async fn dead_letter<D: DeadLetterSink>(
     match sink.record(&letter).await {
         Ok(()) => {
             tracing::error!(reason = %letter.reason, "message recorded as a dead letter and terminated");
-            message.ack_with(AckKind::Term).await
+            ("dead_letter", message.ack_with(AckKind::Term).await)
         }
         Err(error) => {
             let delay = redelivery_delay(&spec.settings, delivered);
@@ -403,7 +421,10 @@ async fn dead_letter<D: DeadLetterSink>(
                 retry_in = ?delay,
                 "failed to record a dead letter; message will be redelivered"
             );
-            message.ack_with(AckKind::Nak(Some(delay))).await
+            (
+                "dead_letter_failed",
+                message.ack_with(AckKind::Nak(Some(delay))).await,
+            )
         }
     }
 }

@@ -293,12 +293,13 @@ impl Bus {
         Ok(())
     }
 
-    /// Creates the durable pull consumer described by `spec`, or returns
-    /// the existing one, so that N replicas share it.
+    /// Creates the durable pull consumer described by `spec`, or updates
+    /// the existing one to match it, so that N replicas share one consumer
+    /// and a changed setting (the ack wait, say) reaches the server.
     ///
     /// # Errors
     /// Fails when the stream does not exist or JetStream refuses the
-    /// consumer.
+    /// consumer, for example a change to a field that cannot be edited.
     pub async fn durable_consumer(
         &self,
         spec: &ConsumerSpec,
@@ -327,8 +328,10 @@ impl Bus {
             deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
         };
+        // Creating a durable that exists with other editable settings
+        // updates it; identical settings return it unchanged.
         stream
-            .get_or_create_consumer(&spec.durable, config)
+            .create_consumer(config)
             .await
             .map_err(|e| consumer_error(e.into()))
     }

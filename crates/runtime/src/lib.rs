@@ -3,6 +3,8 @@
 //! migrate, create the streams, consume until shutdown, then drain.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use steward_bus::{Bus, ConsumerSpec, Handler};
@@ -26,8 +28,14 @@ pub struct Service {
     /// Readiness reported on `/readyz`.
     pub readiness: Readiness,
     admin: JoinHandle<std::io::Result<()>>,
+    /// Stops the admin endpoints; cancelled after the drain, so that
+    /// `/metrics` and `/healthz` stay up while in-flight work finishes.
+    admin_shutdown: CancellationToken,
     shutdown: CancellationToken,
 }
+
+/// How often the readiness check pings Postgres.
+const DATABASE_PING_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Service {
     /// Serves the admin endpoints on `admin`, then connects to Postgres
@@ -48,12 +56,20 @@ impl Service {
     ) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
         let readiness = Readiness::default();
+        let admin_shutdown = CancellationToken::new();
         let admin = tokio::spawn(steward_telemetry::serve_admin(
             admin,
             readiness.clone(),
             metrics.clone(),
-            shutdown.clone(),
+            admin_shutdown.clone(),
         ));
+        // A shutdown during start-up stops the admin endpoints too.
+        let start_shutdown = shutdown.clone();
+        let admin_stop = admin_shutdown.clone();
+        let startup = tokio::spawn(async move {
+            start_shutdown.cancelled().await;
+            admin_stop.cancel();
+        });
 
         let store = Store::connect(database, &shutdown)
             .await
@@ -70,10 +86,16 @@ impl Service {
             .await
             .context("while creating streams")?;
 
+        startup.abort();
+
         let connected = bus.clone();
         readiness.add_check("nats", move || connected.is_connected());
-        let open = store.clone();
-        readiness.add_check("postgres", move || open.is_open());
+        let reachable = Arc::new(AtomicBool::new(true));
+        readiness.add_check("postgres", {
+            let reachable = reachable.clone();
+            move || reachable.load(Ordering::Relaxed)
+        });
+        tokio::spawn(ping_database(store.clone(), reachable, shutdown.clone()));
 
         Ok(Self {
             name,
@@ -82,6 +104,7 @@ impl Service {
             metrics,
             readiness,
             admin,
+            admin_shutdown,
             shutdown,
         })
     }
@@ -96,7 +119,7 @@ impl Service {
         spec: ConsumerSpec,
         handler: Arc<H>,
     ) -> anyhow::Result<()> {
-        self.readiness.mark_started();
+        let readiness = self.readiness.clone();
         let result = steward_bus::consume(
             &self.bus,
             spec,
@@ -104,12 +127,14 @@ impl Service {
             Arc::new(self.store.clone()),
             self.metrics.clone(),
             self.shutdown.clone(),
+            move || readiness.mark_started(),
         )
         .await
         .context("while consuming");
 
         self.readiness.mark_stopping();
         self.shutdown.cancel();
+        self.admin_shutdown.cancel();
         match self.admin.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(error = %error, "admin server stopped with an error"),
@@ -117,5 +142,26 @@ impl Service {
         }
         tracing::info!(service = self.name, "stopped");
         result
+    }
+}
+
+/// Keeps `reachable` up to date with a `SELECT 1` every few seconds, so
+/// that `/readyz` reports a Postgres outage.
+async fn ping_database(store: Store, reachable: Arc<AtomicBool>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(DATABASE_PING_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let ping = tokio::time::timeout(DATABASE_PING_INTERVAL, store.ping()).await;
+        let up = matches!(ping, Ok(Ok(())));
+        if reachable.swap(up, Ordering::Relaxed) != up {
+            if up {
+                tracing::info!("Postgres is reachable again");
+            } else {
+                tracing::warn!("Postgres is unreachable; reporting not ready");
+            }
+        }
     }
 }

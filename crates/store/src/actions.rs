@@ -118,6 +118,21 @@ impl DecisionTx {
         )
     }
 
+    /// Returns whether Alertmanager has reported the alert instance as
+    /// resolved.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn alert_resolved(&mut self, correlation_id: Uuid) -> Result<bool, StoreError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM alert_instances WHERE correlation_id = $1 AND status = 'resolved')",
+        )
+        .bind(correlation_id)
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(StoreError::query("look up alert resolution"))
+    }
+
     /// Stores the decision, and for an approval the action history row,
     /// then commits and releases the lock.
     ///
@@ -187,12 +202,17 @@ impl DecisionTx {
 /// What execute should do with an approved action.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
-    /// Execute it; `attempts` counts this attempt, so more than 1 means an
-    /// earlier attempt was interrupted and may have had its effect.
+    /// Execute it: this attempt holds the action until its claim expires.
     Run {
-        /// Attempts so far, this one included.
+        /// Attempts so far, this one included; more than 1 means an
+        /// earlier attempt was interrupted and may have had its effect.
         attempts: i32,
+        /// The alert resolved after the approval; the action should not
+        /// run any more.
+        alert_resolved: bool,
     },
+    /// Another attempt holds an unexpired claim; try again later.
+    Busy,
     /// It already finished; republish this `executed` event.
     Finished {
         /// The stored event.
@@ -207,8 +227,8 @@ pub enum Claim {
 pub struct Finish {
     /// `dry_run` or `live`.
     pub mode: &'static str,
-    /// Whether it succeeded.
-    pub succeeded: bool,
+    /// `succeeded`, `failed` or `skipped`.
+    pub status: &'static str,
     /// One line per change made or planned.
     pub changes: Vec<String>,
     /// Why it failed; empty on success.
@@ -283,37 +303,88 @@ impl Store {
             .map_err(StoreError::query("load stored decision"))
     }
 
-    /// Claims an approved action for execution and counts the attempt.
+    /// Claims an approved action for execution for `lease`, and counts the
+    /// attempt. An action held by another attempt whose claim has not
+    /// expired is [`Claim::Busy`].
     ///
     /// # Errors
     /// Fails when the database is unreachable.
-    pub async fn claim_action(&self, action_id: Uuid) -> Result<Claim, StoreError> {
-        let claimed: Option<i32> = sqlx::query_scalar(
+    pub async fn claim_action(
+        &self,
+        action_id: Uuid,
+        lease: std::time::Duration,
+    ) -> Result<Claim, StoreError> {
+        let claimed: Option<(i32, bool)> = sqlx::query_as(
             "UPDATE actions
-             SET status = 'executing', attempts = attempts + 1, started_at = coalesce(started_at, now())
-             WHERE action_id = $1 AND status IN ('approved', 'executing')
-             RETURNING attempts",
+             SET status = 'executing', attempts = attempts + 1, started_at = coalesce(started_at, now()),
+                 claimed_until = now() + make_interval(secs => $2)
+             WHERE action_id = $1
+               AND (status = 'approved'
+                    OR (status = 'executing' AND (claimed_until IS NULL OR claimed_until < now())))
+             RETURNING attempts, alert_resolved_at IS NOT NULL",
         )
         .bind(action_id)
+        .bind(lease.as_secs_f64())
         .fetch_optional(&self.pool)
         .await
         .map_err(StoreError::query("claim action"))?;
-        if let Some(attempts) = claimed {
-            return Ok(Claim::Run { attempts });
+        if let Some((attempts, alert_resolved)) = claimed {
+            return Ok(Claim::Run {
+                attempts,
+                alert_resolved,
+            });
         }
 
-        let finished: Option<Option<Vec<u8>>> =
-            sqlx::query_scalar("SELECT executed_event FROM actions WHERE action_id = $1")
+        let current: Option<(String, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT status, executed_event FROM actions WHERE action_id = $1")
                 .bind(action_id)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(StoreError::query("load executed event"))?;
-        Ok(match finished {
-            Some(Some(event)) => Claim::Finished { event },
-            // A finished row always stores its event, so a row without one
-            // is unreachable; treat it like a missing row.
-            Some(None) | None => Claim::Missing,
+                .map_err(StoreError::query("load action state"))?;
+        Ok(match current {
+            Some((status, _)) if status == "executing" => Claim::Busy,
+            Some((_, Some(event))) => Claim::Finished { event },
+            // Only 'approved' and 'executing' rows lack an event, and both
+            // are handled above.
+            Some((_, None)) | None => Claim::Missing,
         })
+    }
+
+    /// Gives up this attempt's claim after a failure that may pass, so that
+    /// the redelivery may run the action at once.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn release_claim(&self, action_id: Uuid) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE actions SET claimed_until = NULL WHERE action_id = $1 AND status = 'executing'",
+        )
+        .bind(action_id)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("release claim"))?;
+        Ok(())
+    }
+
+    /// Extends this attempt's claim on an action by `lease` from now.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn extend_claim(
+        &self,
+        action_id: Uuid,
+        lease: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE actions SET claimed_until = now() + make_interval(secs => $2)
+             WHERE action_id = $1 AND status = 'executing'",
+        )
+        .bind(action_id)
+        .bind(lease.as_secs_f64())
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("extend claim"))?;
+        Ok(())
     }
 
     /// Stores the result of an execution and returns the event to publish:
@@ -328,11 +399,12 @@ impl Store {
     ) -> Result<Vec<u8>, StoreError> {
         sqlx::query(
             "UPDATE actions
-             SET status = $2, mode = $3, changes = $4, error = $5, executed_event = $6, finished_at = now()
+             SET status = $2, mode = $3, changes = $4, error = $5, executed_event = $6, finished_at = now(),
+                 claimed_until = NULL
              WHERE action_id = $1 AND status IN ('approved', 'executing')",
         )
         .bind(action_id)
-        .bind(if finish.succeeded { "succeeded" } else { "failed" })
+        .bind(finish.status)
         .bind(finish.mode)
         .bind(&finish.changes)
         .bind(&finish.error)

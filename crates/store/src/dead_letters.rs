@@ -27,8 +27,8 @@ pub struct DeadLetterRow {
 }
 
 impl Store {
-    /// Stores a dead letter; a second record of the same message for the
-    /// same consumer keeps the first.
+    /// Stores a dead letter; a second record of the same message (same
+    /// sequence and content) for the same consumer keeps the first.
     ///
     /// # Errors
     /// Fails when the database is unreachable.
@@ -42,7 +42,7 @@ impl Store {
             "INSERT INTO dead_letters
                  (stream, consumer, stream_sequence, subject, deliveries, reason, payload, headers)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (stream, consumer, stream_sequence) DO NOTHING",
+             ON CONFLICT (stream, consumer, stream_sequence, sha256(payload)) DO NOTHING",
         )
         .bind(&letter.stream)
         .bind(&letter.consumer)

@@ -143,8 +143,15 @@ impl Store {
         &self.pool
     }
 
-    /// Returns whether the pool is open; a closed pool never recovers.
-    pub fn is_open(&self) -> bool {
-        !self.pool.is_closed()
+    /// Runs `SELECT 1`, to tell whether Postgres answers.
+    ///
+    /// # Errors
+    /// Fails when no connection can be made or the query fails.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("ping"))?;
+        Ok(())
     }
 }

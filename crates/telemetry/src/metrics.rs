@@ -23,7 +23,8 @@ pub struct ConsumerLabels {
 pub struct MessageLabels {
     /// Durable consumer name.
     pub consumer: String,
-    /// `ack`, `retry`, `dead_letter` or `invalid`.
+    /// `ack`, `retry`, `dead_letter`, or `dead_letter_failed` when the
+    /// dead letter could not be stored and the message was nak'ed.
     pub outcome: &'static str,
 }
 
@@ -57,7 +58,8 @@ pub struct AnalysisLabels {
 pub struct DecisionLabels {
     /// `approved` or `rejected`.
     pub verdict: &'static str,
-    /// The rule that decided: `passed`, `confidence`, `cooldown`, `invalid`.
+    /// The rule that decided: `passed`, `escalation`, `invalid`,
+    /// `confidence`, `resolved` or `cooldown`.
     pub rule: &'static str,
 }
 
@@ -68,7 +70,7 @@ pub struct ExecutionLabels {
     pub action: String,
     /// `dry_run` or `live`.
     pub mode: &'static str,
-    /// `succeeded` or `failed`.
+    /// `succeeded`, `failed` or `skipped`.
     pub outcome: &'static str,
 }
 

@@ -21,6 +21,26 @@ pub struct Config {
     #[arg(long, env = "STEWARD_EXECUTE_MODE", value_enum, default_value_t = Mode::DryRun)]
     pub mode: Mode,
 
+    /// Cluster this replica acts on: the name alerts carry (ingest's token
+    /// cluster, the `cluster` label, or ingest's default cluster), for the
+    /// cluster the kubeconfig reaches. It consumes only that cluster's
+    /// approvals, through the durable consumer `<consumer-name>-<cluster>`.
+    /// Required in live mode; unset in dry-run mode, it describes the
+    /// approvals of every cluster.
+    #[arg(long, env = "STEWARD_EXECUTE_CLUSTER")]
+    pub cluster: Option<String>,
+
+    /// Time an attempt holds an action; a running attempt extends it every
+    /// third of it, and a crashed attempt's hold expires, after which a
+    /// redelivery may run the action.
+    #[arg(
+        long,
+        env = "STEWARD_EXECUTION_LEASE",
+        default_value = "2m",
+        value_parser = humantime::parse_duration
+    )]
+    pub execution_lease: std::time::Duration,
+
     /// Kubeconfig file. Unset: `KUBECONFIG`, then `~/.kube/config`, then
     /// the in-cluster service account. Live mode fails at start without
     /// credentials; dry-run mode then describes the planned requests

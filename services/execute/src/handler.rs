@@ -1,6 +1,7 @@
 //! Handles one approved decision.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use steward_bus::{Bus, Handler, Outcome, Stage, event_id};
@@ -21,16 +22,29 @@ pub struct DecisionHandler {
     bus: Bus,
     store: Store,
     executor: Executor,
+    /// The only cluster whose approvals this replica may act on, if set.
+    cluster: Option<String>,
+    lease: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl DecisionHandler {
-    /// Creates the handler.
-    pub fn new(bus: Bus, store: Store, executor: Executor, metrics: Arc<Metrics>) -> Self {
+    /// Creates the handler. With `cluster` set, approvals for any other
+    /// cluster are rejected as dead letters instead of acted on.
+    pub fn new(
+        bus: Bus,
+        store: Store,
+        executor: Executor,
+        cluster: Option<String>,
+        lease: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             bus,
             store,
             executor,
+            cluster,
+            lease,
             metrics,
         }
     }
@@ -42,11 +56,28 @@ impl DecisionHandler {
         correlation_id: Uuid,
         cluster: String,
     ) -> Outcome {
-        let attempts = match self.store.claim_action(action_id).await {
-            Ok(Claim::Run { attempts }) => attempts,
+        if let Some(own) = &self.cluster
+            && *own != cluster
+        {
+            return Outcome::Reject(format!(
+                "approval for cluster {cluster:?} reached the executor of cluster {own:?}; the two names share a subject token, so rename one"
+            ));
+        }
+
+        let (attempts, alert_resolved) = match self.store.claim_action(action_id, self.lease).await
+        {
+            Ok(Claim::Run {
+                attempts,
+                alert_resolved,
+            }) => (attempts, alert_resolved),
             // An earlier delivery finished it: publish the stored result
             // again and never act twice.
             Ok(Claim::Finished { event }) => return self.publish(&cluster, event).await,
+            Ok(Claim::Busy) => {
+                return Outcome::Retry(format!(
+                    "another attempt is running action {action_id}; waiting for it to finish or for its claim to expire"
+                ));
+            }
             Ok(Claim::Missing) => {
                 return Outcome::Retry(format!(
                     "no action history row for {action_id}; the guard writes it before approving"
@@ -58,27 +89,44 @@ impl DecisionHandler {
         let proposal = decision.proposal.clone().unwrap_or_default();
         let target = proposal.target.clone().unwrap_or_default();
         let started_at = steward_proto::now();
-        let report = match steward_actions::validate(
-            &proposal.action,
-            target.kind(),
-            &proposal.parameters,
-        ) {
-            Err(error) => Report {
-                succeeded: false,
-                changes: Vec::new(),
-                error: format!("refusing an invalid action: {error}"),
-            },
-            Ok((_, parameters)) => {
-                let request = Request {
-                    action_id,
-                    action: &proposal.action,
-                    parameters: &parameters,
-                    target: &target,
-                    attempts,
-                };
-                match self.executor.run(&request).await {
-                    Ok(report) => report,
-                    Err(transient) => return Outcome::Retry(transient.to_string()),
+        let (status, report) = if alert_resolved {
+            (
+                "skipped",
+                Report {
+                    succeeded: false,
+                    changes: vec!["no change: the alert resolved after the approval".to_owned()],
+                    error: String::new(),
+                },
+            )
+        } else {
+            match steward_actions::validate(&proposal.action, target.kind(), &proposal.parameters) {
+                Err(error) => (
+                    "failed",
+                    Report {
+                        succeeded: false,
+                        changes: Vec::new(),
+                        error: format!("refusing an invalid action: {error}"),
+                    },
+                ),
+                Ok((_, parameters)) => {
+                    let request = Request {
+                        action_id,
+                        action: &proposal.action,
+                        parameters: &parameters,
+                        target: &target,
+                        attempts,
+                    };
+                    match self.run_holding_claim(action_id, &request).await {
+                        Ok(report) if report.succeeded => ("succeeded", report),
+                        Ok(report) => ("failed", report),
+                        Err(transient) => {
+                            if let Err(error) = self.store.release_claim(action_id).await {
+                                // The claim then expires on its own.
+                                tracing::warn!(error = %error_chain(&error), "failed to release the claim after a transient failure");
+                            }
+                            return Outcome::Retry(transient.to_string());
+                        }
+                    }
                 }
             }
         };
@@ -90,10 +138,10 @@ impl DecisionHandler {
                 Mode::DryRun => ExecutionMode::DryRun,
                 Mode::Live => ExecutionMode::Live,
             } as i32,
-            outcome: if report.succeeded {
-                ExecutionOutcome::Succeeded
-            } else {
-                ExecutionOutcome::Failed
+            outcome: match status {
+                "succeeded" => ExecutionOutcome::Succeeded,
+                "skipped" => ExecutionOutcome::Skipped,
+                _ => ExecutionOutcome::Failed,
             } as i32,
             changes: report.changes.clone(),
             error: report.error.clone(),
@@ -109,7 +157,7 @@ impl DecisionHandler {
         };
         let finish = Finish {
             mode: mode.as_str(),
-            succeeded: report.succeeded,
+            status,
             changes: report.changes.clone(),
             error: report.error.clone(),
             event: event.encode_to_vec(),
@@ -118,33 +166,59 @@ impl DecisionHandler {
             Ok(stored) => stored,
             Err(error) => return self.database_retry(&error),
         };
+        if stored != finish.event {
+            // An attempt that outlived its expired claim finished first;
+            // its result is the one on record and on the bus.
+            tracing::warn!("another attempt finished this action first; publishing its result");
+            return self.publish(&cluster, stored).await;
+        }
 
-        let outcome = if report.succeeded {
-            "succeeded"
-        } else {
-            "failed"
-        };
         self.metrics
             .executions
             .get_or_create(&ExecutionLabels {
                 action: proposal.action.clone(),
                 mode: mode.as_str(),
-                outcome,
+                outcome: status,
             })
             .inc();
-        if report.succeeded {
-            tracing::info!(mode = mode.as_str(), changes = %report.changes.join("; "), "action executed");
-        } else {
-            tracing::warn!(mode = mode.as_str(), error = %report.error, "action failed");
+        match status {
+            "succeeded" => {
+                tracing::info!(mode = mode.as_str(), changes = %report.changes.join("; "), "action executed");
+            }
+            "skipped" => tracing::info!("the alert resolved after the approval; action skipped"),
+            _ => tracing::warn!(mode = mode.as_str(), error = %report.error, "action failed"),
         }
         self.publish(&cluster, stored).await
+    }
+
+    /// Runs the action while extending this attempt's claim every third of
+    /// the lease, so that a long action is not taken for a crashed one.
+    async fn run_holding_claim(
+        &self,
+        action_id: Uuid,
+        request: &Request<'_>,
+    ) -> Result<Report, crate::actions::Transient> {
+        let interval = (self.lease / 3).max(Duration::from_millis(100));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut run = std::pin::pin!(self.executor.run(request));
+        loop {
+            tokio::select! {
+                report = &mut run => return report,
+                _ = ticker.tick() => {
+                    if let Err(error) = self.store.extend_claim(action_id, self.lease).await {
+                        self.metrics.database_errors.inc();
+                        tracing::warn!(error = %error_chain(&error), "failed to extend the claim on a running action");
+                    }
+                }
+            }
+        }
     }
 
     async fn publish(&self, cluster: &str, stored: Vec<u8>) -> Outcome {
         let event_id = match RemediationEvent::decode(stored.as_slice()) {
             Ok(event) => event.event_id,
             Err(error) => {
-                return Outcome::Retry(format!("stored execution does not decode: {error}"));
+                return Outcome::Reject(format!("stored execution does not decode: {error}"));
             }
         };
         match self

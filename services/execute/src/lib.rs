@@ -73,6 +73,11 @@ pub async fn run(
     admin: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    if config.mode == Mode::Live && config.cluster.is_none() {
+        anyhow::bail!(
+            "live mode acts on one cluster: set --cluster (STEWARD_EXECUTE_CLUSTER) to the cluster name its alerts carry"
+        );
+    }
     let client = kube_client(&config).await?;
     match config.mode {
         Mode::DryRun => tracing::info!("dry-run mode: actions are described, nothing is changed"),
@@ -82,10 +87,25 @@ pub async fn run(
     let service =
         Service::start("execute", &config.nats, &config.database, admin, shutdown).await?;
 
+    let names = service.bus.names();
+    let (durable, filter) = match &config.cluster {
+        Some(cluster) => (
+            format!(
+                "{}-{}",
+                config.consumer_name,
+                steward_bus::subject_token(cluster)
+            ),
+            names.remediation(Stage::Approved, cluster),
+        ),
+        None => (
+            config.consumer_name.clone(),
+            names.remediation_stage(Stage::Approved),
+        ),
+    };
     let spec = ConsumerSpec {
-        stream: service.bus.names().remediation_stream(),
-        durable: config.consumer_name.clone(),
-        filter: service.bus.names().remediation_stage(Stage::Approved),
+        stream: names.remediation_stream(),
+        durable,
+        filter,
         description: "Steward execute: applies approved actions".to_owned(),
         settings: config.consumer.clone(),
     };
@@ -93,6 +113,8 @@ pub async fn run(
         service.bus.clone(),
         service.store.clone(),
         Executor::new(client, config.mode),
+        config.cluster.clone(),
+        config.execution_lease,
         service.metrics.clone(),
     ));
     service.consume(spec, handler).await

@@ -34,6 +34,7 @@ impl Execute {
         config.nats = isolated_nats();
         config.database = database.config();
         config.mode = mode;
+        config.cluster = Some("prod".to_owned());
         config.consumer.retry_base_delay = Duration::from_millis(100);
 
         let fake = if with_cluster {
@@ -237,7 +238,7 @@ async fn live_restart_through_kubeconfig_patches_once_despite_redelivery() {
         || async {
             let jetstream = async_nats::jetstream::new(execute.bus.client().clone());
             let mut consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
-                .get_consumer_from_stream("execute", execute.bus.names().remediation_stream())
+                .get_consumer_from_stream("execute-prod", execute.bus.names().remediation_stream())
                 .await
                 .ok()?;
             let info = consumer.info().await.ok()?;
@@ -333,4 +334,114 @@ async fn live_mode_without_credentials_fails_at_start() {
         "{message}"
     );
     assert!(message.contains("/nonexistent/kubeconfig"), "{message}");
+}
+
+#[tokio::test]
+async fn alert_resolved_after_approval_is_skipped() {
+    let execute = Execute::start(Mode::Live, true).await;
+    let fake = execute.fake.as_ref().expect("cluster");
+    seed_checkout(fake);
+    let event = execute.approve("restart_deployment", checkout()).await;
+    let correlation_id = Uuid::parse_str(&event.correlation_id).expect("uuid");
+    execute
+        .store
+        .mark_actions_resolved(correlation_id)
+        .await
+        .expect("resolved");
+
+    execute.publish(&event, "s1").await;
+    let executions = execute.wait_for_executions(1).await;
+
+    assert_eq!(executions[0].outcome(), ExecutionOutcome::Skipped);
+    assert_eq!(
+        executions[0].changes,
+        ["no change: the alert resolved after the approval"]
+    );
+    assert!(
+        fake.mutations().is_empty(),
+        "a skipped action touched the cluster"
+    );
+}
+
+#[tokio::test]
+async fn action_held_by_another_attempt_waits_for_its_claim() {
+    let execute = Execute::start(Mode::Live, true).await;
+    seed_checkout(execute.fake.as_ref().expect("cluster"));
+    let event = execute.approve("restart_deployment", checkout()).await;
+    let Some(Body::Approved(decision)) = &event.body else {
+        panic!("approval event");
+    };
+    let action_id =
+        Uuid::parse_str(&decision.proposal.clone().unwrap_or_default().proposal_id).expect("uuid");
+    // Another attempt that then crashed holds the action for one second.
+    let claim = execute
+        .store
+        .claim_action(action_id, Duration::from_secs(1))
+        .await
+        .expect("claim");
+    assert!(
+        matches!(claim, steward_store::Claim::Run { attempts: 1, .. }),
+        "{claim:?}"
+    );
+
+    execute.publish(&event, "b1").await;
+    let executions = execute.wait_for_executions(1).await;
+
+    assert_eq!(executions[0].outcome(), ExecutionOutcome::Succeeded);
+    let pool = execute.database.pool().await;
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM actions")
+        .fetch_one(&pool)
+        .await
+        .expect("history row");
+    assert_eq!(
+        attempts, 2,
+        "the redelivery must run once the crashed claim expired"
+    );
+}
+
+#[tokio::test]
+async fn approval_for_a_colliding_cluster_name_is_a_dead_letter() {
+    let execute = Execute::start(Mode::DryRun, false).await;
+    let mut event = execute.approve("restart_deployment", checkout()).await;
+    // "prod " (trailing space) has the subject token "prod_", not
+    // "prod"; publishing it on the "prod" subject stands for two cluster
+    // names that share a token.
+    event.cluster = "prod ".into();
+
+    execute.publish(&event, "c1").await;
+    let pool = execute.database.pool().await;
+    let reason: String = wait_for("the dead letter", Duration::from_secs(20), || async {
+        sqlx::query_scalar("SELECT reason FROM dead_letters")
+            .fetch_optional(&pool)
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+
+    assert!(
+        reason.contains("reached the executor of cluster \"prod\""),
+        "{reason}"
+    );
+    assert!(execute.executions().await.is_empty());
+}
+
+#[tokio::test]
+async fn live_mode_needs_a_cluster_name() {
+    let mut config = Config::try_parse_from(["steward-execute", "--mode", "live"]).expect("parse");
+    config.cluster = None;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+
+    let result = steward_execute::run(config, admin, CancellationToken::new()).await;
+
+    let message = format!(
+        "{:#}",
+        result.expect_err("live mode without a cluster must not start")
+    );
+    assert!(
+        message.contains("set --cluster (STEWARD_EXECUTE_CLUSTER)"),
+        "{message}"
+    );
 }

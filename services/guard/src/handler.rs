@@ -7,7 +7,7 @@ use bytes::Bytes;
 use steward_bus::{Bus, Handler, Outcome, Stage, event_id};
 use steward_proto::Message;
 use steward_proto::v1::{self, Decision, Proposal, RemediationEvent, remediation_event};
-use steward_store::{ActionRecord, DecisionRecord, Store, StoreError, TargetKey};
+use steward_store::{ActionRecord, DecisionRecord, DecisionTx, Store, StoreError, TargetKey};
 use steward_telemetry::{DecisionLabels, Metrics, error_chain};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -20,7 +20,7 @@ pub struct Verdict {
     /// Whether the proposal passed.
     pub approved: bool,
     /// The deciding rule, for metrics: `passed`, `invalid`, `confidence`,
-    /// `cooldown` or `escalation`.
+    /// `resolved`, `cooldown` or `escalation`.
     pub rule: &'static str,
     /// One line per check that ran, in order.
     pub reasons: Vec<String>,
@@ -124,37 +124,12 @@ impl ProposalHandler {
 
         let verdict = match evaluate_static(&proposal, &self.policy) {
             Ok(verdict) => verdict,
-            Err(mut reasons) => match tx
-                .latest_action_within(&proposal.action, self.policy.cooldown)
+            Err(reasons) => match self
+                .check_history(&mut tx, &proposal, &target, correlation_id, reasons)
                 .await
             {
+                Ok(verdict) => verdict,
                 Err(error) => return self.database_retry(&error),
-                Ok(Some(recent)) => {
-                    reasons.push(format!(
-                        "cooldown: {} on {target} was approved {} ago (action {}); the cooldown is {}",
-                        proposal.action,
-                        humanize(recent.age),
-                        recent.action_id,
-                        humanize(self.policy.cooldown),
-                    ));
-                    Verdict {
-                        approved: false,
-                        rule: "cooldown",
-                        reasons,
-                    }
-                }
-                Ok(None) => {
-                    reasons.push(format!(
-                        "no {} on {target} in the last {}",
-                        proposal.action,
-                        humanize(self.policy.cooldown)
-                    ));
-                    Verdict {
-                        approved: true,
-                        rule: "passed",
-                        reasons,
-                    }
-                }
             },
         };
 
@@ -200,6 +175,12 @@ impl ProposalHandler {
             Ok(stored) => stored,
             Err(error) => return self.database_retry(&error),
         };
+        if stored != record.event {
+            // Another replica decided this proposal first; its decision is
+            // the one on record and on the bus.
+            tracing::info!("another replica decided this proposal first; publishing its decision");
+            return self.publish_stored(&cluster, stored).await;
+        }
 
         self.metrics
             .decisions
@@ -217,19 +198,67 @@ impl ProposalHandler {
         self.publish_stored(&cluster, stored).await
     }
 
+    /// Runs the checks that read Postgres, inside the decision transaction:
+    /// whether the alert already resolved, and the cooldown.
+    async fn check_history(
+        &self,
+        tx: &mut DecisionTx,
+        proposal: &Proposal,
+        target: &v1::Target,
+        correlation_id: Uuid,
+        mut reasons: Vec<String>,
+    ) -> Result<Verdict, StoreError> {
+        if tx.alert_resolved(correlation_id).await? {
+            reasons.push("the alert resolved before the decision; nothing to remediate".to_owned());
+            return Ok(Verdict {
+                approved: false,
+                rule: "resolved",
+                reasons,
+            });
+        }
+
+        let recent = tx
+            .latest_action_within(&proposal.action, self.policy.cooldown)
+            .await?;
+        if let Some(recent) = recent {
+            reasons.push(format!(
+                "cooldown: {} on {target} was approved {} ago (action {}); the cooldown is {}",
+                proposal.action,
+                humanize(recent.age),
+                recent.action_id,
+                humanize(self.policy.cooldown),
+            ));
+            return Ok(Verdict {
+                approved: false,
+                rule: "cooldown",
+                reasons,
+            });
+        }
+        reasons.push(format!(
+            "no {} on {target} in the last {}",
+            proposal.action,
+            humanize(self.policy.cooldown)
+        ));
+        Ok(Verdict {
+            approved: true,
+            rule: "passed",
+            reasons,
+        })
+    }
+
     /// Publishes a stored decision event on the subject of its own stage.
     async fn publish_stored(&self, cluster: &str, stored: Vec<u8>) -> Outcome {
         let event = match RemediationEvent::decode(stored.as_slice()) {
             Ok(event) => event,
             Err(error) => {
-                return Outcome::Retry(format!("stored decision does not decode: {error}"));
+                return Outcome::Reject(format!("stored decision does not decode: {error}"));
             }
         };
         let stage = match event.body {
             Some(remediation_event::Body::Approved(_)) => Stage::Approved,
             Some(remediation_event::Body::Rejected(_)) => Stage::Rejected,
             _ => {
-                return Outcome::Retry(
+                return Outcome::Reject(
                     "stored decision is neither approved nor rejected".to_owned(),
                 );
             }

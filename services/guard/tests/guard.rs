@@ -405,3 +405,40 @@ async fn database_outage_approves_nothing() {
         "a decision was made without the database"
     );
 }
+
+#[tokio::test]
+async fn proposal_for_a_resolved_alert_is_rejected() {
+    let guard = Guard::start(1).await;
+    let proposal = proposal("restart_deployment", 0.9, "checkout");
+    let correlation_id = Uuid::new_v4();
+    let pool = guard.database.pool().await;
+    // Wait for the guard to have created the schema.
+    wait_for("the guard's migrations", Duration::from_secs(20), || async {
+        sqlx::query(
+            "INSERT INTO alert_instances (correlation_id, status, cluster, fingerprint, alertname, starts_at, labels, annotations)
+             VALUES ($1, 'resolved', 'prod', 'f', 'A', now(), '{}', '{}')",
+        )
+        .bind(correlation_id)
+        .execute(&pool)
+        .await
+        .ok()
+    })
+    .await;
+    let proposal_id = Uuid::parse_str(&proposal.proposal_id).expect("uuid");
+    let event = RemediationEvent {
+        event_id: event_id(&proposal_id, Stage::Proposed).to_string(),
+        correlation_id: correlation_id.to_string(),
+        cluster: "prod".into(),
+        occurred_at: None,
+        body: Some(Body::Proposed(proposal)),
+    };
+
+    guard.publish_event(&event, &event.event_id).await;
+    let decisions = guard.wait_for_decisions(1).await;
+
+    assert_eq!(decisions[0].0, Stage::Rejected);
+    assert_eq!(
+        decisions[0].1.reasons[1],
+        "the alert resolved before the decision; nothing to remediate"
+    );
+}

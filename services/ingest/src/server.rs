@@ -1,7 +1,7 @@
 //! The webhook HTTP handler.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -29,8 +29,8 @@ const AUTH_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Shared state of the webhook handler.
 #[derive(Clone)]
 pub struct AppState {
-    /// JetStream connection.
-    pub bus: Bus,
+    /// JetStream connection, set once the streams exist.
+    pub bus: Arc<OnceLock<Bus>>,
     /// Accepted bearer tokens.
     pub tokens: Arc<Tokens>,
     /// Cluster of alerts with no other cluster.
@@ -122,7 +122,13 @@ async fn handle(
         }
     };
     let events = webhook::to_events(&payload, chrono::Utc::now(), cluster_of);
-    publish_all(state, events).await
+    let Some(bus) = state.bus.get() else {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ingest is not connected to NATS yet; retry later",
+        );
+    };
+    publish_all(bus, events).await
 }
 
 /// Checks the bearer token. Returns the cluster the token maps to, or the
@@ -184,7 +190,7 @@ fn log_rejected_token(state: &AppState, remote: Option<SocketAddr>, missing: boo
 
 /// Publishes every event concurrently and answers 200 only when JetStream
 /// acknowledged all of them.
-async fn publish_all(state: &AppState, events: Vec<AlertEvent>) -> Response {
+async fn publish_all(bus: &Bus, events: Vec<AlertEvent>) -> Response {
     let total = events.len();
     let publishes = events.iter().map(|event| {
         let status = match event.status() {
@@ -192,12 +198,10 @@ async fn publish_all(state: &AppState, events: Vec<AlertEvent>) -> Response {
             _ => "firing",
         };
         let message_id = format!("alert:{}:{status}", event.correlation_id);
-        let subject = state.bus.names().alert(&event.cluster);
+        let subject = bus.names().alert(&event.cluster);
         let payload = Bytes::from(event.encode_to_vec());
         async move {
-            state
-                .bus
-                .publish(subject, "alert", &message_id, ALERT_CONTENT_TYPE, payload)
+            bus.publish(subject, "alert", &message_id, ALERT_CONTENT_TYPE, payload)
                 .await
         }
     });

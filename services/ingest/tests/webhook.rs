@@ -441,3 +441,50 @@ async fn metrics_count_responses_by_status() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn health_answers_before_nats_is_reachable() {
+    let mut nats = isolated_nats();
+    nats.url = format!("nats://127.0.0.1:{}", steward_testkit::free_port());
+    let mut config = Config::try_parse_from(["steward-ingest"]).expect("defaults parse");
+    config.nats = nats;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(steward_ingest::run(config, listener, shutdown.clone()));
+    let http = reqwest::Client::new();
+
+    let health = wait_for(
+        "ingest to answer /healthz",
+        Duration::from_secs(20),
+        || async { http.get(format!("{url}/healthz")).send().await.ok() },
+    )
+    .await;
+    let ready = http
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .expect("readyz answers");
+    let webhook = http
+        .post(format!("{url}/api/v1/alerts"))
+        .body(payload(vec![alert("firing", crashloop())]).to_string())
+        .send()
+        .await
+        .expect("webhook answers");
+
+    assert_eq!(health.status().as_u16(), 200);
+    assert_eq!(ready.status().as_u16(), 503);
+    assert_eq!(
+        webhook.status().as_u16(),
+        503,
+        "Alertmanager must retry, not drop the alert"
+    );
+    let body: Value = webhook.json().await.expect("JSON error");
+    assert_eq!(
+        body["error"],
+        "ingest is not connected to NATS yet; retry later"
+    );
+    shutdown.cancel();
+}

@@ -42,6 +42,9 @@ pub fn render(event: &RemediationEvent) -> Option<String> {
                 ExecutionOutcome::Succeeded => {
                     format!("{mode} succeeded [{}]", execution.changes.join("; "))
                 }
+                ExecutionOutcome::Skipped => {
+                    format!("{mode} skipped [{}]", execution.changes.join("; "))
+                }
                 _ => format!("{mode} failed [{}]", execution.error),
             };
             format!(
