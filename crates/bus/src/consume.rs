@@ -24,7 +24,7 @@ use crate::{Bus, BusError, error_chain};
 /// How long one pull request waits for messages before it is renewed.
 const PULL_EXPIRY: Duration = Duration::from_secs(5);
 
-/// What a handler made of a message; the acknowledgement follows from it.
+/// A handler's verdict on a message, from which the acknowledgement follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The message's effect is durable (published and acknowledged, or
@@ -34,13 +34,13 @@ pub enum Outcome {
     /// delay that grows with each delivery. The text is the error chain.
     Retry(String),
     /// The message can never be handled (it does not decode): record it as
-    /// a dead letter and terminate it. The text says why.
+    /// a dead letter and terminate it. The text is the reason.
     Reject(String),
 }
 
 /// Handles one message of a durable consumer.
 pub trait Handler: Send + Sync + 'static {
-    /// Handles `message` and says what should happen to it.
+    /// Handles `message` and returns what should happen to it.
     ///
     /// A redelivered message may already have had its effect, so the
     /// handler must be idempotent.

@@ -44,7 +44,7 @@ pub enum BusError {
     Connect {
         /// Server URL from the configuration.
         url: String,
-        /// What the client reported.
+        /// The client's error.
         #[source]
         source: async_nats::ConnectError,
     },
@@ -62,7 +62,7 @@ pub enum BusError {
     Stream {
         /// Stream name.
         stream: String,
-        /// What JetStream reported.
+        /// JetStream's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -73,7 +73,7 @@ pub enum BusError {
         stream: String,
         /// Durable consumer name.
         consumer: String,
-        /// What JetStream reported.
+        /// JetStream's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -82,7 +82,7 @@ pub enum BusError {
     Publish {
         /// Subject of the message.
         subject: String,
-        /// What JetStream reported.
+        /// JetStream's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -91,7 +91,7 @@ pub enum BusError {
     Cancelled,
 }
 
-/// How JetStream acknowledged a publish.
+/// JetStream's acknowledgement of a publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
     /// Stream sequence of the stored message (of the earlier copy for a

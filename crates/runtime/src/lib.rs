@@ -41,7 +41,7 @@ impl Service {
     /// Serves the admin endpoints on `admin`, then connects to Postgres
     /// and NATS, applies migrations and creates the streams.
     ///
-    /// `/healthz` answers as soon as this starts; `/readyz` only once the
+    /// `/healthz` responds as soon as this starts; `/readyz` only once the
     /// consumer runs and both connections are up.
     ///
     /// # Errors

@@ -199,10 +199,10 @@ impl DecisionTx {
     }
 }
 
-/// What execute should do with an approved action.
+/// The next step for an approved action, as claiming it decides.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
-    /// Execute it: this attempt holds the action until its claim expires.
+    /// Execute it: this attempt owns the action until its claim expires.
     Run {
         /// Attempts so far, this one included; more than 1 means an
         /// earlier attempt was interrupted and may have had its effect.
@@ -211,7 +211,7 @@ pub enum Claim {
         /// run any more.
         alert_resolved: bool,
     },
-    /// Another attempt holds an unexpired claim; try again later.
+    /// Another attempt has an unexpired claim, so try again later.
     Busy,
     /// It already finished; republish this `executed` event.
     Finished {
@@ -231,7 +231,7 @@ pub struct Finish {
     pub status: &'static str,
     /// One line per change made or planned.
     pub changes: Vec<String>,
-    /// Why it failed; empty on success.
+    /// The failure reason; empty on success.
     pub error: String,
     /// The encoded `executed` event.
     pub event: Vec<u8>,

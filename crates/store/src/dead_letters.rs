@@ -20,7 +20,7 @@ pub struct DeadLetterRow {
     pub subject: String,
     /// Deliveries before it was given up.
     pub deliveries: i64,
-    /// Why it was given up.
+    /// The reason it was given up.
     pub reason: String,
     /// When it was recorded.
     pub recorded_at: DateTime<Utc>,

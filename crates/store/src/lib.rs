@@ -35,7 +35,7 @@ pub enum StoreError {
     /// A query failed.
     #[error("database operation {operation} failed")]
     Query {
-        /// What the query was for.
+        /// The query's purpose.
         operation: &'static str,
         /// The driver's error.
         #[source]
@@ -130,7 +130,7 @@ impl Store {
     /// Applies the embedded migrations.
     ///
     /// # Errors
-    /// Fails when a migration fails or the database holds a newer schema.
+    /// Fails when a migration fails or the database has a newer schema.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("../../migrations")
             .run(&self.pool)
@@ -143,7 +143,7 @@ impl Store {
         &self.pool
     }
 
-    /// Runs `SELECT 1`, to tell whether Postgres answers.
+    /// Runs `SELECT 1`, to tell whether Postgres responds.
     ///
     /// # Errors
     /// Fails when no connection can be made or the query fails.

@@ -2,8 +2,8 @@
 //!
 //! `POST /api/v1/alerts` validates the payload, publishes every alert of
 //! the group on `<prefix>.alerts.<cluster>` with a `Nats-Msg-Id` per alert
-//! instance and status, and answers 2xx only once JetStream has
-//! acknowledged every publish. Any failure to publish answers 503, which
+//! instance and status, and responds 2xx only once JetStream has
+//! acknowledged every publish. Any failure to publish gets 503, which
 //! Alertmanager retries, so an alert is never acknowledged and lost.
 
 pub mod config;
@@ -24,7 +24,7 @@ pub use server::{AppState, router};
 
 /// Runs ingest on an already bound listener until `shutdown` is cancelled.
 ///
-/// The HTTP server starts at once, so `/healthz` answers while NATS is
+/// The HTTP server starts at once, so `/healthz` responds while NATS is
 /// still unreachable; until the streams exist, webhooks get 503 (which
 /// Alertmanager retries) and `/readyz` reports not ready.
 ///

@@ -188,7 +188,7 @@ fn log_rejected_token(state: &AppState, remote: Option<SocketAddr>, missing: boo
     log.suppressed = 0;
 }
 
-/// Publishes every event concurrently and answers 200 only when JetStream
+/// Publishes every event concurrently and responds 200 only when JetStream
 /// acknowledged all of them.
 async fn publish_all(bus: &Bus, events: Vec<AlertEvent>) -> Response {
     let total = events.len();
