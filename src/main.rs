@@ -64,7 +64,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::History { limit } => {
             for row in store.recent_actions(limit).await? {
-                let target = if row.namespace.is_empty() {
+                let target = if row.target_name.is_empty() {
+                    "none".to_owned()
+                } else if row.namespace.is_empty() {
                     format!("{}/{}", row.target_kind, row.target_name)
                 } else {
                     format!("{}/{}/{}", row.target_kind, row.namespace, row.target_name)

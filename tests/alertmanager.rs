@@ -84,7 +84,7 @@ impl Alertmanager {
 
 #[tokio::test]
 async fn alertmanager_alert_reaches_a_notification_and_the_history() {
-    let stack = Stack::start(&[]).await;
+    let stack = Stack::start(&[("STEWARD_EXECUTE_CLUSTER", "e2e".to_owned())]).await;
     let alertmanager = Alertmanager::start(&stack.ingest_url).await;
     let labels = json!({
         "alertname": "KubeDeploymentReplicasMismatch",

@@ -61,7 +61,7 @@ start() {
 start ingest --listen "127.0.0.1:$ingest_port"
 start analyze --admin-listen "127.0.0.1:$admin_base"
 start guard --admin-listen "127.0.0.1:$((admin_base + 1))"
-start execute --admin-listen "127.0.0.1:$((admin_base + 2))"
+start execute --admin-listen "127.0.0.1:$((admin_base + 2))" --cluster demo
 start notify --admin-listen "127.0.0.1:$((admin_base + 3))"
 
 ready() { curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; }

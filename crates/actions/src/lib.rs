@@ -253,6 +253,96 @@ pub enum ValidationError {
     },
 }
 
+/// Why a target cannot be acted on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// The namespace is not a DNS-1123 label.
+    #[error(
+        "namespace {0:?} is not a valid Kubernetes namespace name (lower-case letters, digits and '-', at most 63)"
+    )]
+    Namespace(String),
+    /// The name is not a DNS-1123 subdomain.
+    #[error(
+        "name {0:?} is not a valid Kubernetes object name (lower-case letters, digits, '-' and '.', at most 253)"
+    )]
+    Name(String),
+    /// A namespaced kind has no namespace, or a cluster-scoped one has one.
+    #[error("a {kind} target {problem}")]
+    Scope {
+        /// Kind label.
+        kind: &'static str,
+        /// What is wrong.
+        problem: &'static str,
+    },
+}
+
+/// Checks that a target's namespace and name are valid Kubernetes names,
+/// so that no label text reaches a Kubernetes API path unchecked. The
+/// unspecified kind (an alert that names no object) passes with empty
+/// fields only.
+///
+/// # Errors
+/// Returns the first invalid part.
+pub fn validate_target(target: &steward_proto::v1::Target) -> Result<(), TargetError> {
+    let kind = target.kind();
+    if kind == TargetKind::Unspecified {
+        if target.namespace.is_empty() && target.name.is_empty() {
+            return Ok(());
+        }
+        return Err(TargetError::Scope {
+            kind: kind.label(),
+            problem: "must not name an object",
+        });
+    }
+    let cluster_scoped = kind == TargetKind::Node;
+    match (cluster_scoped, target.namespace.is_empty()) {
+        (true, false) => {
+            return Err(TargetError::Scope {
+                kind: kind.label(),
+                problem: "is cluster-scoped and takes no namespace",
+            });
+        }
+        (false, true) => {
+            return Err(TargetError::Scope {
+                kind: kind.label(),
+                problem: "needs a namespace",
+            });
+        }
+        (false, false) if !is_dns_label(&target.namespace) => {
+            return Err(TargetError::Namespace(target.namespace.clone()));
+        }
+        _ => {}
+    }
+    if !is_dns_subdomain(&target.name) {
+        return Err(TargetError::Name(target.name.clone()));
+    }
+    Ok(())
+}
+
+/// Returns whether `value` is a DNS-1123 label: lower-case alphanumerics
+/// and `-`, starting and ending with an alphanumeric, at most 63
+/// characters (the rule for namespace names).
+pub fn is_dns_label(value: &str) -> bool {
+    value.len() <= 63 && is_dns_name(value, false)
+}
+
+/// Returns whether `value` is a DNS-1123 subdomain: lower-case
+/// alphanumerics, `-` and `.`, starting and ending with an alphanumeric,
+/// at most 253 characters (the rule for most object names).
+pub fn is_dns_subdomain(value: &str) -> bool {
+    value.len() <= 253 && is_dns_name(value, true)
+}
+
+fn is_dns_name(value: &str, dots: bool) -> bool {
+    let bytes = value.as_bytes();
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    edge(bytes.first())
+        && edge(bytes.last())
+        && bytes.iter().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || (dots && *b == b'.')
+        })
+}
+
 /// Validated parameters, with defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Parameters(BTreeMap<&'static str, i64>);
@@ -451,6 +541,62 @@ mod tests {
         ParameterValue {
             kind: Some(ValueKind::IntValue(value)),
         }
+    }
+
+    fn target(kind: TargetKind, namespace: &str, name: &str) -> steward_proto::v1::Target {
+        steward_proto::v1::Target {
+            kind: kind as i32,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    #[test]
+    fn targets_with_path_characters_are_invalid() {
+        for namespace in [
+            "kube-system/deployments/coredns#",
+            "kube-system/deployments/coredns?x=",
+            "../kube-system",
+            "kube system",
+            "Shop",
+            "a.b",
+            "-shop",
+            &"n".repeat(64),
+        ] {
+            let error = validate_target(&target(TargetKind::Deployment, namespace, "web"));
+            assert_eq!(
+                error,
+                Err(TargetError::Namespace(namespace.to_owned())),
+                "{namespace:?}"
+            );
+        }
+        for name in ["../x", "web#", "Web", "", "web/scale", &"n".repeat(254)] {
+            let error = validate_target(&target(TargetKind::Deployment, "shop", name));
+            assert_eq!(error, Err(TargetError::Name(name.to_owned())), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn valid_targets_pass() {
+        assert_eq!(
+            validate_target(&target(TargetKind::Deployment, "shop", "web.v2")),
+            Ok(())
+        );
+        assert_eq!(
+            validate_target(&target(TargetKind::Node, "", "worker-1.eu")),
+            Ok(())
+        );
+        assert_eq!(
+            validate_target(&target(TargetKind::Unspecified, "", "")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn target_scope_must_match_the_kind() {
+        assert!(validate_target(&target(TargetKind::Node, "shop", "worker-1")).is_err());
+        assert!(validate_target(&target(TargetKind::Pod, "", "web-1")).is_err());
+        assert!(validate_target(&target(TargetKind::Unspecified, "", "x")).is_err());
     }
 
     #[test]

@@ -38,13 +38,28 @@ pub enum Outcome {
     Reject(String),
 }
 
+/// Where a delivery stands among the attempts a message gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// This delivery's number, from 1.
+    pub attempt: i64,
+    /// This is the last attempt: a [`Outcome::Retry`] now makes the
+    /// message a dead letter, so a handler with state to settle (an action
+    /// left running) settles it instead.
+    pub last: bool,
+}
+
 /// Handles one message of a durable consumer.
 pub trait Handler: Send + Sync + 'static {
     /// Handles `message` and returns what should happen to it.
     ///
     /// A redelivered message may already have had its effect, so the
     /// handler must be idempotent.
-    fn handle(&self, message: &jetstream::Message) -> impl Future<Output = Outcome> + Send;
+    fn handle(
+        &self,
+        message: &jetstream::Message,
+        delivery: Delivery,
+    ) -> impl Future<Output = Outcome> + Send;
 }
 
 /// A message that will not be delivered again, with the reason.
@@ -316,7 +331,16 @@ async fn process<H: Handler, D: DeadLetterSink>(
                 spec.settings.max_deliver
             ))
         } else {
-            with_progress(&message, handler.handle(&message), spec.settings.ack_wait / 3).await
+            let delivery = Delivery {
+                attempt: delivered,
+                last: delivered >= spec.settings.max_deliver,
+            };
+            with_progress(
+                &message,
+                handler.handle(&message, delivery),
+                spec.settings.ack_wait / 3,
+            )
+            .await
         };
         metrics
             .handling_seconds

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub use steward_telemetry::error_chain;
 
 pub use consume::{
-    ConsumerSpec, DeadLetter, DeadLetterSink, Handler, Outcome, consume, redelivery_delay,
+    ConsumerSpec, DeadLetter, DeadLetterSink, Delivery, Handler, Outcome, consume, redelivery_delay,
 };
 pub use subjects::{Names, Stage, subject_token};
 

@@ -219,8 +219,7 @@ impl DatabaseConfig {
     }
 }
 
-/// Where the health, readiness and metrics endpoints listen, and how logs
-/// are written.
+/// Where the health, readiness and metrics endpoints listen.
 #[derive(clap::Args, Debug, Clone)]
 pub struct AdminConfig {
     /// Address of `/healthz`, `/readyz` and `/metrics`.
@@ -231,10 +230,15 @@ pub struct AdminConfig {
         default_value = "127.0.0.1:9464"
     )]
     pub listen: SocketAddr,
+}
 
-    /// Log format: `text` for people, `json` for log pipelines.
+/// How logs are written.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LogConfig {
+    /// Log format: `text` for people, `json` for log pipelines. The level
+    /// comes from `RUST_LOG` (default `info`).
     #[arg(id = "log_format", long = "log-format", env = "STEWARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    pub format: LogFormat,
 }
 
 /// Output format of the service logs.

@@ -44,10 +44,32 @@ impl Service {
     /// `/healthz` responds as soon as this starts; `/readyz` only once the
     /// consumer runs and both connections are up.
     ///
+    /// Returns `None` when shutdown was requested before start-up finished.
+    ///
     /// # Errors
-    /// Fails when migrations or stream creation fail, or shutdown is
-    /// requested while a dependency is still unreachable.
+    /// Fails when migrations or stream creation fail.
     pub async fn start(
+        name: &'static str,
+        nats: &NatsConfig,
+        database: &DatabaseConfig,
+        admin: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Option<Self>> {
+        let cancelled = shutdown.clone();
+        match Self::start_inner(name, nats, database, admin, shutdown).await {
+            Ok(service) => Ok(Some(service)),
+            Err(_) if cancelled.is_cancelled() => {
+                tracing::info!(
+                    service = name,
+                    "shutdown requested during start-up; stopped"
+                );
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn start_inner(
         name: &'static str,
         nats: &NatsConfig,
         database: &DatabaseConfig,

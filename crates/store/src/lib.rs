@@ -79,6 +79,20 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// Returns what a message handler should do after this error: retry
+    /// later when it may pass, or give the message up as a dead letter when
+    /// the same input would fail again (a NUL byte in text, say).
+    pub fn outcome(&self) -> steward_bus::Outcome {
+        let chain = error_chain(self);
+        if self.is_transient() {
+            steward_bus::Outcome::Retry(chain)
+        } else {
+            steward_bus::Outcome::Reject(format!("{chain} (a permanent database error)"))
+        }
+    }
+}
+
 /// A pool of Postgres connections with Steward's queries.
 #[derive(Clone, Debug)]
 pub struct Store {

@@ -25,10 +25,27 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-/// Returns a short name that no other test run uses, starting with `prefix`.
+/// Returns a short name that no other test run uses, starting with
+/// `prefix`: the creation time in seconds as 8 hex digits, then 4 random
+/// hex digits, so that a cleanup can tell old leftovers from live tests.
 pub fn unique_name(prefix: &str) -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("{prefix}{}", &id[..12])
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default();
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}{:08x}{}", seconds as u32, &random[..4])
+}
+
+/// Returns the creation time (Unix seconds) encoded in a name made by
+/// [`unique_name`] with `prefix`, if it is one.
+pub fn created_at(name: &str, prefix: &str) -> Option<u64> {
+    let rest = name.strip_prefix(prefix)?;
+    let hex = rest.get(..8)?;
+    if rest.len() < 12 || !rest[..12].bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// Size limit of each test stream. JetStream reserves a stream's limit
@@ -38,7 +55,7 @@ const TEST_STREAM_MAX_BYTES: i64 = 8 << 20;
 
 /// Returns a NATS configuration with a subject and stream prefix of its
 /// own, so that tests sharing one server never see each other's messages.
-/// Its stream names match [`is_test_stream`].
+/// [`test_stream_created_at`] recognises its stream names.
 pub fn isolated_nats() -> NatsConfig {
     let name = unique_name("t");
     NatsConfig {
@@ -47,15 +64,14 @@ pub fn isolated_nats() -> NatsConfig {
     }
 }
 
-/// Returns whether a stream name was made by [`isolated_nats`].
-pub fn is_test_stream(name: &str) -> bool {
-    let Some((prefix, suffix)) = name.split_once('_') else {
-        return false;
-    };
-    prefix.len() == 13
-        && prefix.starts_with('T')
-        && prefix[1..].bytes().all(|b| b.is_ascii_hexdigit())
-        && matches!(suffix, "ALERTS" | "REMEDIATION")
+/// Returns the creation time (Unix seconds) of a stream made by
+/// [`isolated_nats`], or `None` for any other stream.
+pub fn test_stream_created_at(name: &str) -> Option<u64> {
+    let (prefix, suffix) = name.split_once('_')?;
+    if prefix.len() != 13 || !matches!(suffix, "ALERTS" | "REMEDIATION") {
+        return None;
+    }
+    created_at(&prefix.to_lowercase(), "t")
 }
 
 /// A database created for one test.
@@ -186,4 +202,29 @@ pub async fn stored_messages(client: &async_nats::Client, stream: &str) -> Vec<S
         });
     }
     messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_carry_their_creation_time() {
+        let name = unique_name("steward_test_");
+        let created = created_at(&name, "steward_test_").expect("a time");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        assert!(now - created < 60, "{name}");
+    }
+
+    #[test]
+    fn test_streams_are_recognised_by_name() {
+        let nats = isolated_nats();
+        let stream = format!("{}_ALERTS", nats.stream_prefix);
+        assert!(test_stream_created_at(&stream).is_some(), "{stream}");
+        assert_eq!(test_stream_created_at("STEWARD_ALERTS"), None);
+        assert_eq!(test_stream_created_at("TXYZ_ALERTS"), None);
+    }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use steward_config::{AdminConfig, ConsumerConfig, DatabaseConfig, NatsConfig};
+use steward_config::{AdminConfig, ConsumerConfig, DatabaseConfig, LogConfig, NatsConfig};
 
 /// Command line and environment of `steward-analyze`.
 #[derive(clap::Parser, Debug, Clone)]
@@ -33,9 +33,13 @@ pub struct Config {
     #[command(flatten)]
     pub database: DatabaseConfig,
 
-    /// Admin endpoints and logs.
+    /// Admin endpoints.
     #[command(flatten)]
     pub admin: AdminConfig,
+
+    /// Logs.
+    #[command(flatten)]
+    pub log: LogConfig,
 }
 
 /// Which API an LLM endpoint speaks.

@@ -61,7 +61,7 @@ impl AlertHandler {
                 return Outcome::Done;
             }
             Ok(false) => {}
-            Err(error) => return self.retry(&error),
+            Err(error) => return self.store_failure(&error),
         }
 
         let published = if status == "firing" {
@@ -79,7 +79,7 @@ impl AlertHandler {
             .await
         {
             Ok(()) => Outcome::Done,
-            Err(error) => self.retry(&error),
+            Err(error) => self.store_failure(&error),
         }
     }
 
@@ -95,7 +95,7 @@ impl AlertHandler {
             .store
             .stored_proposal(proposal_id)
             .await
-            .map_err(|e| self.retry(&e))?;
+            .map_err(|e| self.store_failure(&e))?;
         let payload = match stored {
             Some(payload) => payload,
             None => {
@@ -154,7 +154,7 @@ impl AlertHandler {
                 self.store
                     .insert_analysis(&record)
                     .await
-                    .map_err(|e| self.retry(&e))?
+                    .map_err(|e| self.store_failure(&e))?
             }
         };
 
@@ -168,7 +168,7 @@ impl AlertHandler {
             .store
             .mark_actions_resolved(correlation_id)
             .await
-            .map_err(|e| self.retry(&e))?;
+            .map_err(|e| self.store_failure(&e))?;
         tracing::info!(actions = updated, "alert resolved");
 
         let event_id = event_id(&correlation_id, Stage::Resolved).to_string();
@@ -200,14 +200,18 @@ impl AlertHandler {
             .map_err(|error| Outcome::Retry(error_chain(&error)))
     }
 
-    fn retry(&self, error: &StoreError) -> Outcome {
+    fn store_failure(&self, error: &StoreError) -> Outcome {
         self.metrics.database_errors.inc();
-        Outcome::Retry(error_chain(error))
+        error.outcome()
     }
 }
 
 impl Handler for AlertHandler {
-    async fn handle(&self, message: &async_nats::jetstream::Message) -> Outcome {
+    async fn handle(
+        &self,
+        message: &async_nats::jetstream::Message,
+        _delivery: steward_bus::Delivery,
+    ) -> Outcome {
         let alert = match AlertEvent::decode(message.payload.as_ref()) {
             Ok(alert) => alert,
             Err(error) => {

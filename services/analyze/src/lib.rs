@@ -131,8 +131,11 @@ pub async fn run(
         None => tracing::info!("no LLM endpoint configured; the rule analyzer decides"),
     }
 
-    let service =
-        Service::start("analyze", &config.nats, &config.database, admin, shutdown).await?;
+    let Some(service) =
+        Service::start("analyze", &config.nats, &config.database, admin, shutdown).await?
+    else {
+        return Ok(());
+    };
 
     let spec = ConsumerSpec {
         stream: service.bus.names().alerts_stream(),

@@ -8,7 +8,7 @@ use steward_analyze::Config;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    steward_telemetry::init_tracing(config.admin.log_format);
+    steward_telemetry::init_tracing(config.log.format);
 
     let shutdown = steward_telemetry::shutdown_on_signal();
 
@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
     match steward_analyze::run(config, admin, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "analyze failed");
+            tracing::error!(error = %steward_telemetry::error_chain(error.as_ref()), "analyze failed");
             ExitCode::FAILURE
         }
     }

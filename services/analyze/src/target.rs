@@ -22,30 +22,29 @@ const LABELS: [(&str, TargetKind); 6] = [
 
 /// Returns the objects named by the alert's labels, most specific first.
 ///
-/// A namespaced kind without a `namespace` label is skipped, because
-/// Steward cannot tell which object it means.
+/// A namespaced kind without a valid `namespace` label is skipped, because
+/// Steward cannot tell which object it means, and so is any object whose
+/// namespace or name is not a valid Kubernetes name: label text never
+/// reaches an API path unchecked.
 pub fn candidates(labels: &HashMap<String, String>) -> Vec<Target> {
-    let namespace = labels
-        .get("namespace")
-        .map(|namespace| namespace.trim())
-        .filter(|namespace| !namespace.is_empty());
+    let namespace = labels.get("namespace").map(|namespace| namespace.trim());
     LABELS
         .iter()
         .filter_map(|(label, kind)| {
             let name = labels.get(*label)?.trim();
-            if !is_object_name(name) {
-                return None;
-            }
             let namespace = if *kind == TargetKind::Node {
                 String::new()
             } else {
                 namespace?.to_owned()
             };
-            Some(Target {
+            let target = Target {
                 kind: *kind as i32,
                 namespace,
                 name: name.to_owned(),
-            })
+            };
+            steward_actions::validate_target(&target)
+                .ok()
+                .map(|()| target)
         })
         .collect()
 }
@@ -58,25 +57,6 @@ pub fn unresolved() -> Target {
         namespace: String::new(),
         name: String::new(),
     }
-}
-
-/// Checks the Kubernetes object name rules (RFC 1123 subdomain: lower-case
-/// alphanumerics, `-` and `.`, at most 253 characters), so that a label
-/// value never reaches an API path unchecked.
-fn is_object_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .last()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]
@@ -106,6 +86,15 @@ mod tests {
     #[test]
     fn namespaced_kinds_need_a_namespace() {
         let found = candidates(&labels(&[("deployment", "cart")]));
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn namespaces_with_path_characters_are_skipped() {
+        let found = candidates(&labels(&[
+            ("namespace", "kube-system/deployments/coredns#"),
+            ("deployment", "evil"),
+        ]));
         assert!(found.is_empty(), "{found:?}");
     }
 

@@ -357,7 +357,15 @@ fn classify(step: &str, target: &Target, error: kube::Error) -> ApiFailure {
                 response.message
             )),
         },
-        _ => ApiFailure::Transient(format!(
+        // Connection-level failures may pass; a request that cannot even be
+        // built (an invalid URI, say) fails the same way every time.
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::Auth(_) => {
+            ApiFailure::Transient(format!(
+                "{step} {target}: {}",
+                steward_telemetry::error_chain(&error)
+            ))
+        }
+        _ => ApiFailure::Permanent(format!(
             "{step} {target}: {}",
             steward_telemetry::error_chain(&error)
         )),

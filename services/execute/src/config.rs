@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use steward_config::{AdminConfig, ConsumerConfig, DatabaseConfig, NatsConfig};
+use steward_config::{AdminConfig, ConsumerConfig, DatabaseConfig, LogConfig, NatsConfig};
 
 /// Command line and environment of `steward-execute`.
 #[derive(clap::Parser, Debug, Clone)]
@@ -21,14 +21,15 @@ pub struct Config {
     #[arg(long, env = "STEWARD_EXECUTE_MODE", value_enum, default_value_t = Mode::DryRun)]
     pub mode: Mode,
 
-    /// Cluster this replica acts on: the name alerts carry (ingest's token
-    /// cluster, the `cluster` label, or ingest's default cluster), for the
-    /// cluster the kubeconfig reaches. It consumes only that cluster's
-    /// approvals, through the durable consumer `<consumer-name>-<cluster>`.
-    /// Required in live mode; unset in dry-run mode, it describes the
-    /// approvals of every cluster.
-    #[arg(long, env = "STEWARD_EXECUTE_CLUSTER")]
-    pub cluster: Option<String>,
+    /// Cluster this replica acts on: the name its alerts carry (ingest's
+    /// token cluster, the `cluster` label, or ingest's default cluster),
+    /// for the cluster the kubeconfig reaches. It consumes only that
+    /// cluster's approvals, through the durable consumer
+    /// `<consumer-name>-<cluster>`, shared by its replicas. `*` takes the
+    /// approvals of every cluster, in dry-run mode only, through
+    /// `<consumer-name>-all`.
+    #[arg(long, env = "STEWARD_EXECUTE_CLUSTER", default_value = "default")]
+    pub cluster: String,
 
     /// Time an attempt holds an action; a running attempt extends it every
     /// third of it, and a crashed attempt's hold expires, after which a
@@ -60,9 +61,13 @@ pub struct Config {
     #[command(flatten)]
     pub database: DatabaseConfig,
 
-    /// Admin endpoints and logs.
+    /// Admin endpoints.
     #[command(flatten)]
     pub admin: AdminConfig,
+
+    /// Logs.
+    #[command(flatten)]
+    pub log: LogConfig,
 }
 
 /// Whether execute changes the cluster.

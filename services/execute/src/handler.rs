@@ -55,6 +55,7 @@ impl DecisionHandler {
         action_id: Uuid,
         correlation_id: Uuid,
         cluster: String,
+        delivery: steward_bus::Delivery,
     ) -> Outcome {
         if let Some(own) = &self.cluster
             && *own != cluster
@@ -83,7 +84,7 @@ impl DecisionHandler {
                     "no action history row for {action_id}; the guard writes it before approving"
                 ));
             }
-            Err(error) => return self.database_retry(&error),
+            Err(error) => return self.database_failure(&error),
         };
 
         let proposal = decision.proposal.clone().unwrap_or_default();
@@ -99,7 +100,13 @@ impl DecisionHandler {
                 },
             )
         } else {
-            match steward_actions::validate(&proposal.action, target.kind(), &proposal.parameters) {
+            let validated = steward_actions::validate_target(&target)
+                .map_err(|error| error.to_string())
+                .and_then(|()| {
+                    steward_actions::validate(&proposal.action, target.kind(), &proposal.parameters)
+                        .map_err(|error| error.to_string())
+                });
+            match validated {
                 Err(error) => (
                     "failed",
                     Report {
@@ -119,6 +126,19 @@ impl DecisionHandler {
                     match self.run_holding_claim(action_id, &request).await {
                         Ok(report) if report.succeeded => ("succeeded", report),
                         Ok(report) => ("failed", report),
+                        // On the last attempt the failure is final: record
+                        // it, so the action does not stay `executing`.
+                        Err(transient) if delivery.last => (
+                            "failed",
+                            Report {
+                                succeeded: false,
+                                changes: Vec::new(),
+                                error: format!(
+                                    "gave up after {} attempts: {transient}",
+                                    delivery.attempt
+                                ),
+                            },
+                        ),
                         Err(transient) => {
                             if let Err(error) = self.store.release_claim(action_id).await {
                                 // The claim then expires on its own.
@@ -164,7 +184,7 @@ impl DecisionHandler {
         };
         let stored = match self.store.finish_action(action_id, &finish).await {
             Ok(stored) => stored,
-            Err(error) => return self.database_retry(&error),
+            Err(error) => return self.database_failure(&error),
         };
         if stored != finish.event {
             // An attempt that outlived its expired claim finished first;
@@ -231,14 +251,18 @@ impl DecisionHandler {
         }
     }
 
-    fn database_retry(&self, error: &StoreError) -> Outcome {
+    fn database_failure(&self, error: &StoreError) -> Outcome {
         self.metrics.database_errors.inc();
-        Outcome::Retry(error_chain(error))
+        error.outcome()
     }
 }
 
 impl Handler for DecisionHandler {
-    async fn handle(&self, message: &async_nats::jetstream::Message) -> Outcome {
+    async fn handle(
+        &self,
+        message: &async_nats::jetstream::Message,
+        delivery: steward_bus::Delivery,
+    ) -> Outcome {
         let event = match RemediationEvent::decode(message.payload.as_ref()) {
             Ok(event) => event,
             Err(error) => {
@@ -273,7 +297,7 @@ impl Handler for DecisionHandler {
             action = %proposal.action,
             target = %proposal.target.unwrap_or_default(),
         );
-        self.on_decision(decision, action_id, correlation_id, event.cluster)
+        self.on_decision(decision, action_id, correlation_id, event.cluster, delivery)
             .instrument(span)
             .await
     }

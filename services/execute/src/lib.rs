@@ -14,6 +14,8 @@ mod handler;
 use std::sync::Arc;
 
 use anyhow::Context;
+use futures::StreamExt;
+use steward_bus::Bus;
 use steward_bus::{ConsumerSpec, Stage};
 use steward_runtime::Service;
 use tokio::net::TcpListener;
@@ -73,9 +75,10 @@ pub async fn run(
     admin: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    if config.mode == Mode::Live && config.cluster.is_none() {
+    let every_cluster = config.cluster == "*";
+    if every_cluster && config.mode == Mode::Live {
         anyhow::bail!(
-            "live mode acts on one cluster: set --cluster (STEWARD_EXECUTE_CLUSTER) to the cluster name its alerts carry"
+            "live mode acts on one cluster: set --cluster (STEWARD_EXECUTE_CLUSTER) to the cluster name its alerts carry, not *"
         );
     }
     let client = kube_client(&config).await?;
@@ -84,38 +87,96 @@ pub async fn run(
         Mode::Live => tracing::warn!("live mode: approved actions change the cluster"),
     }
 
-    let service =
-        Service::start("execute", &config.nats, &config.database, admin, shutdown).await?;
+    let Some(service) =
+        Service::start("execute", &config.nats, &config.database, admin, shutdown).await?
+    else {
+        return Ok(());
+    };
 
     let names = service.bus.names();
-    let (durable, filter) = match &config.cluster {
-        Some(cluster) => (
+    let (durable, filter) = if every_cluster {
+        (
+            format!("{}-all", config.consumer_name),
+            names.remediation_stage(Stage::Approved),
+        )
+    } else {
+        (
             format!(
                 "{}-{}",
                 config.consumer_name,
-                steward_bus::subject_token(cluster)
+                steward_bus::subject_token(&config.cluster)
             ),
-            names.remediation(Stage::Approved, cluster),
-        ),
-        None => (
-            config.consumer_name.clone(),
-            names.remediation_stage(Stage::Approved),
-        ),
+            names.remediation(Stage::Approved, &config.cluster),
+        )
     };
     let spec = ConsumerSpec {
         stream: names.remediation_stream(),
         durable,
         filter,
-        description: "Steward execute: applies approved actions".to_owned(),
+        description: format!(
+            "Steward execute ({}) for cluster {}",
+            config.mode.as_str(),
+            config.cluster
+        ),
         settings: config.consumer.clone(),
     };
+    check_consumers(&service.bus, &config, &spec).await?;
     let handler = Arc::new(DecisionHandler::new(
         service.bus.clone(),
         service.store.clone(),
         Executor::new(client, config.mode),
-        config.cluster.clone(),
+        (!every_cluster).then(|| config.cluster.clone()),
         config.execution_lease,
         service.metrics.clone(),
     ));
     service.consume(spec, handler).await
+}
+
+/// Refuses to start next to an executor whose consumer takes some of the
+/// same approvals (a `*` executor and a per-cluster one), because the two
+/// would split them; and warns when the shared consumer was last started
+/// in the other mode, because replicas in both modes split approvals too.
+async fn check_consumers(bus: &Bus, config: &Config, spec: &ConsumerSpec) -> anyhow::Result<()> {
+    let stream = bus
+        .jetstream()
+        .get_stream(&spec.stream)
+        .await
+        .context("while looking up the remediation stream")?;
+    let prefix = format!("{}-", config.consumer_name);
+    let every = format!("{}-all", config.consumer_name);
+    let mut names = stream.consumer_names();
+    while let Some(name) = names.next().await {
+        let name = name.context("while listing consumers")?;
+        if name == spec.durable || !name.starts_with(&prefix) {
+            continue;
+        }
+        if spec.durable == every || name == every {
+            anyhow::bail!(
+                "consumer {name} takes approvals that {} takes too, so the two executors would split them; stop that executor and delete its consumer (nats consumer rm {} {name}), or give this one another --consumer-name",
+                spec.durable,
+                spec.stream
+            );
+        }
+    }
+
+    if let Ok(existing) = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&spec.durable)
+        .await
+    {
+        let previous = existing
+            .cached_info()
+            .config
+            .description
+            .clone()
+            .unwrap_or_default();
+        let mode = format!("({})", config.mode.as_str());
+        if !previous.is_empty() && !previous.contains(&mode) {
+            tracing::warn!(
+                consumer = %spec.durable,
+                previous = %previous,
+                "the consumer was last started in the other mode; while replicas in both modes run, they split the approvals"
+            );
+        }
+    }
+    Ok(())
 }

@@ -34,7 +34,7 @@ impl Execute {
         config.nats = isolated_nats();
         config.database = database.config();
         config.mode = mode;
-        config.cluster = Some("prod".to_owned());
+        config.cluster = "prod".to_owned();
         config.consumer.retry_base_delay = Duration::from_millis(100);
 
         let fake = if with_cluster {
@@ -427,9 +427,11 @@ async fn approval_for_a_colliding_cluster_name_is_a_dead_letter() {
 }
 
 #[tokio::test]
-async fn live_mode_needs_a_cluster_name() {
-    let mut config = Config::try_parse_from(["steward-execute", "--mode", "live"]).expect("parse");
-    config.cluster = None;
+async fn live_mode_refuses_every_cluster() {
+    let mut config =
+        Config::try_parse_from(["steward-execute", "--mode", "live", "--cluster", "*"])
+            .expect("parse");
+    config.nats = isolated_nats();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -438,10 +440,64 @@ async fn live_mode_needs_a_cluster_name() {
 
     let message = format!(
         "{:#}",
-        result.expect_err("live mode without a cluster must not start")
+        result.expect_err("live mode for every cluster must not start")
     );
     assert!(
-        message.contains("set --cluster (STEWARD_EXECUTE_CLUSTER)"),
+        message.contains("live mode acts on one cluster"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn overlapping_executors_refuse_to_start() {
+    let execute = Execute::start(Mode::DryRun, false).await;
+    // Wait until the per-cluster executor's consumer exists.
+    let jetstream = async_nats::jetstream::new(execute.bus.client().clone());
+    wait_for(
+        "the prod executor's consumer",
+        Duration::from_secs(20),
+        || async {
+            jetstream
+                .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+                    "execute-prod",
+                    execute.bus.names().remediation_stream(),
+                )
+                .await
+                .ok()
+        },
+    )
+    .await;
+    let mut config = Config::try_parse_from(["steward-execute", "--cluster", "*"]).expect("parse");
+    config.nats = isolated_nats();
+    config.nats.subject_prefix = execute_prefix(&execute);
+    config.nats.stream_prefix = execute
+        .bus
+        .names()
+        .remediation_stream()
+        .trim_end_matches("_REMEDIATION")
+        .to_owned();
+    config.database = execute.database.config();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+
+    let result = steward_execute::run(config, admin, CancellationToken::new()).await;
+
+    let message = format!(
+        "{:#}",
+        result.expect_err("an overlapping executor must not start")
+    );
+    assert!(
+        message.contains("consumer execute-prod takes approvals that execute-all takes too"),
+        "{message}"
+    );
+}
+
+fn execute_prefix(execute: &Execute) -> String {
+    execute
+        .bus
+        .names()
+        .all_alerts()
+        .trim_end_matches(".alerts.>")
+        .to_owned()
 }

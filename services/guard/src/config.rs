@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use steward_config::{AdminConfig, ConsumerConfig, DatabaseConfig, NatsConfig};
+use steward_config::{AdminConfig, ConsumerConfig, DatabaseConfig, LogConfig, NatsConfig};
 
 /// Command line and environment of `steward-guard`.
 #[derive(clap::Parser, Debug, Clone)]
@@ -32,9 +32,13 @@ pub struct Config {
     #[command(flatten)]
     pub database: DatabaseConfig,
 
-    /// Admin endpoints and logs.
+    /// Admin endpoints.
     #[command(flatten)]
     pub admin: AdminConfig,
+
+    /// Logs.
+    #[command(flatten)]
+    pub log: LogConfig,
 }
 
 /// The rules a proposal must pass.

@@ -31,6 +31,13 @@ pub struct Verdict {
 /// far when the history must be consulted.
 pub fn evaluate_static(proposal: &Proposal, policy: &Policy) -> Result<Verdict, Vec<String>> {
     let target = proposal.target.clone().unwrap_or_default();
+    if let Err(error) = steward_actions::validate_target(&target) {
+        return Ok(Verdict {
+            approved: false,
+            rule: "invalid",
+            reasons: vec![format!("invalid proposal: {error}")],
+        });
+    }
     if let Err(error) =
         steward_actions::validate(&proposal.action, target.kind(), &proposal.parameters)
     {
@@ -107,7 +114,7 @@ impl ProposalHandler {
         match self.store.stored_decision(proposal_id).await {
             Ok(Some(stored)) => return self.publish_stored(&cluster, stored).await,
             Ok(None) => {}
-            Err(error) => return self.database_retry(&error),
+            Err(error) => return self.database_failure(&error),
         }
 
         let target = proposal.target.clone().unwrap_or_default();
@@ -119,7 +126,7 @@ impl ProposalHandler {
         };
         let mut tx = match self.store.begin_decision(key).await {
             Ok(tx) => tx,
-            Err(error) => return self.database_retry(&error),
+            Err(error) => return self.database_failure(&error),
         };
 
         let verdict = match evaluate_static(&proposal, &self.policy) {
@@ -129,7 +136,7 @@ impl ProposalHandler {
                 .await
             {
                 Ok(verdict) => verdict,
-                Err(error) => return self.database_retry(&error),
+                Err(error) => return self.database_failure(&error),
             },
         };
 
@@ -173,7 +180,7 @@ impl ProposalHandler {
         });
         let stored = match tx.commit(&record, action.as_ref()).await {
             Ok(stored) => stored,
-            Err(error) => return self.database_retry(&error),
+            Err(error) => return self.database_failure(&error),
         };
         if stored != record.event {
             // Another replica decided this proposal first; its decision is
@@ -275,14 +282,18 @@ impl ProposalHandler {
 
     /// Fails closed: nothing is approved while Postgres is unreachable, and
     /// the proposal comes back after a delay.
-    fn database_retry(&self, error: &StoreError) -> Outcome {
+    fn database_failure(&self, error: &StoreError) -> Outcome {
         self.metrics.database_errors.inc();
-        Outcome::Retry(error_chain(error))
+        error.outcome()
     }
 }
 
 impl Handler for ProposalHandler {
-    async fn handle(&self, message: &async_nats::jetstream::Message) -> Outcome {
+    async fn handle(
+        &self,
+        message: &async_nats::jetstream::Message,
+        _delivery: steward_bus::Delivery,
+    ) -> Outcome {
         let event = match RemediationEvent::decode(message.payload.as_ref()) {
             Ok(event) => event,
             Err(error) => {
@@ -371,6 +382,24 @@ mod tests {
         let reasons = evaluate_static(&proposal("restart_deployment", 0.9), &Policy::default())
             .expect_err("the call must fail");
         assert_eq!(reasons, ["confidence 0.90 meets the threshold 0.70"]);
+    }
+
+    #[test]
+    fn target_with_path_characters_is_invalid() {
+        let mut hostile = proposal("restart_deployment", 0.99);
+        hostile.target = Some(Target {
+            kind: TargetKind::Deployment as i32,
+            namespace: "kube-system/deployments/coredns#".into(),
+            name: "evil".into(),
+        });
+        let verdict = evaluate_static(&hostile, &Policy::default()).expect("final");
+        assert!(!verdict.approved);
+        assert_eq!(verdict.rule, "invalid");
+        assert!(
+            verdict.reasons[0].contains("is not a valid Kubernetes namespace name"),
+            "{:?}",
+            verdict.reasons
+        );
     }
 
     #[test]

@@ -35,7 +35,11 @@ pub async fn run(
         cooldown = ?config.policy.cooldown,
         "guard policy"
     );
-    let service = Service::start("guard", &config.nats, &config.database, admin, shutdown).await?;
+    let Some(service) =
+        Service::start("guard", &config.nats, &config.database, admin, shutdown).await?
+    else {
+        return Ok(());
+    };
 
     let spec = ConsumerSpec {
         stream: service.bus.names().remediation_stream(),

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use steward_config::{AdminConfig, NatsConfig};
+use steward_config::{LogConfig, NatsConfig};
 
 /// Command line and environment of `steward-ingest`.
 #[derive(clap::Parser, Debug, Clone)]
@@ -22,6 +22,16 @@ pub struct Config {
     /// Largest accepted webhook body, in bytes; larger bodies get 413.
     #[arg(long, env = "STEWARD_INGEST_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Time a webhook request may take, reading its body included; slower
+    /// requests get 408.
+    #[arg(
+        long,
+        env = "STEWARD_INGEST_REQUEST_TIMEOUT",
+        default_value = "30s",
+        value_parser = humantime::parse_duration
+    )]
+    pub request_timeout: std::time::Duration,
 
     /// Cluster name for alerts that carry no `cluster` label and arrive
     /// with a token that maps to no cluster.
@@ -44,10 +54,9 @@ pub struct Config {
     #[command(flatten)]
     pub nats: NatsConfig,
 
-    /// Log format. The admin listen address is unused: ingest serves the
-    /// admin endpoints on `--listen`.
+    /// Logs.
     #[command(flatten)]
-    pub admin: AdminConfig,
+    pub log: LogConfig,
 }
 
 /// Accepted bearer tokens and the cluster each one stands for.
@@ -89,8 +98,18 @@ impl Tokens {
                     path.display(),
                     number + 1
                 );
-                tokens.insert(token.to_owned(), cluster);
+                anyhow::ensure!(
+                    tokens.insert(token.to_owned(), cluster).is_none(),
+                    "token file {} line {}: the token appears on an earlier line too; each token may map to one cluster",
+                    path.display(),
+                    number + 1
+                );
             }
+            anyhow::ensure!(
+                !tokens.is_empty(),
+                "token file {} contains no tokens; add one per line (`TOKEN` or `TOKEN CLUSTER`) or unset STEWARD_INGEST_TOKEN_FILE",
+                path.display()
+            );
         }
         Ok(Self { tokens })
     }
@@ -161,5 +180,39 @@ mod command_line_tests {
     #[test]
     fn command_line_definition_is_consistent() {
         super::Config::command().debug_assert();
+    }
+}
+
+#[cfg(test)]
+mod token_file_tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn load(text: &str) -> anyhow::Result<Tokens> {
+        let path = std::env::temp_dir().join(format!("steward-tokens-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, text).expect("write token file");
+        let mut config = Config::try_parse_from(["steward-ingest"]).expect("defaults parse");
+        config.token_file = Some(path.clone());
+        let tokens = Tokens::load(&config);
+        let _ = std::fs::remove_file(path);
+        tokens
+    }
+
+    #[test]
+    fn token_file_without_tokens_is_an_error() {
+        let error = load("# only a comment\n\n").expect_err("no tokens");
+        assert!(error.to_string().contains("contains no tokens"), "{error}");
+    }
+
+    #[test]
+    fn repeated_token_is_an_error() {
+        let error = load("dup prod\ndup staging\n").expect_err("repeated token");
+        assert!(
+            error
+                .to_string()
+                .contains("line 2: the token appears on an earlier line"),
+            "{error}"
+        );
     }
 }

@@ -49,10 +49,17 @@ pub async fn run(
         metrics: metrics.clone(),
         rejected_auth_log: Arc::default(),
     };
-    let app = router(state).merge(steward_telemetry::admin_router(
-        readiness.clone(),
-        metrics.clone(),
-    ));
+    let app = router(state)
+        .merge(steward_telemetry::admin_router(
+            readiness.clone(),
+            metrics.clone(),
+        ))
+        // A client that sends a body slower than this gets 408 and frees
+        // its connection.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ));
     tracing::info!(address = ?listener.local_addr().ok(), "ingest listening");
     let server_shutdown = CancellationToken::new();
     let stopping = readiness.clone();
@@ -74,6 +81,10 @@ pub async fn run(
         Err(error) => {
             server_shutdown.cancel();
             let _ = server.await;
+            if shutdown.is_cancelled() {
+                tracing::info!("shutdown requested during start-up; stopped");
+                return Ok(());
+            }
             return Err(error);
         }
     };

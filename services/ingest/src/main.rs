@@ -9,7 +9,7 @@ use steward_ingest::Config;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    steward_telemetry::init_tracing(config.admin.log_format);
+    steward_telemetry::init_tracing(config.log.format);
 
     let shutdown = steward_telemetry::shutdown_on_signal();
 
@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
     match steward_ingest::run(config, listener, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "ingest failed");
+            tracing::error!(error = %steward_telemetry::error_chain(error.as_ref()), "ingest failed");
             ExitCode::FAILURE
         }
     }

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
+use futures::StreamExt;
 use serde_json::json;
 use steward_bus::{Bus, Published};
 use steward_proto::Message;
@@ -22,6 +23,9 @@ use crate::webhook::{self, Alert};
 
 /// Content type of alert messages on the bus.
 const ALERT_CONTENT_TYPE: &str = "application/protobuf; proto=steward.v1.AlertEvent";
+
+/// Publishes of one webhook that wait for their acknowledgement at once.
+const MAX_CONCURRENT_PUBLISHES: usize = 256;
 
 /// Shortest time between two log lines about rejected tokens.
 const AUTH_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -116,8 +120,8 @@ async fn handle(
         if let Some(cluster) = &token_cluster {
             return cluster.clone();
         }
-        match alert.labels.get("cluster") {
-            Some(cluster) if !cluster.is_empty() => cluster.clone(),
+        match alert.labels.get("cluster").map(|cluster| cluster.trim()) {
+            Some(cluster) if !cluster.is_empty() => cluster.to_owned(),
             _ => state.default_cluster.clone(),
         }
     };
@@ -192,20 +196,49 @@ fn log_rejected_token(state: &AppState, remote: Option<SocketAddr>, missing: boo
 /// acknowledged all of them.
 async fn publish_all(bus: &Bus, events: Vec<AlertEvent>) -> Response {
     let total = events.len();
-    let publishes = events.iter().map(|event| {
-        let status = match event.status() {
-            AlertStatus::Resolved => "resolved",
-            _ => "firing",
-        };
-        let message_id = format!("alert:{}:{status}", event.correlation_id);
-        let subject = bus.names().alert(&event.cluster);
-        let payload = Bytes::from(event.encode_to_vec());
-        async move {
+
+    // A message over the server's max_payload makes the server close the
+    // connection, and the alert could never be published: reject the group
+    // before sending anything.
+    let max_payload = bus.client().server_info().max_payload;
+    for (index, event) in events.iter().enumerate() {
+        let size = event.encoded_len();
+        if max_payload > 0 && size > max_payload {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "alerts[{index}] encodes to {size} bytes, over the NATS server's max_payload of {max_payload}; shorten its labels"
+                ),
+            );
+        }
+    }
+
+    let messages: Vec<(String, String, Bytes)> = events
+        .iter()
+        .map(|event| {
+            let status = match event.status() {
+                AlertStatus::Resolved => "resolved",
+                _ => "firing",
+            };
+            (
+                bus.names().alert(&event.cluster),
+                format!("alert:{}:{status}", event.correlation_id),
+                Bytes::from(event.encode_to_vec()),
+            )
+        })
+        .collect();
+    let publishes = messages
+        .into_iter()
+        .map(|(subject, message_id, payload)| async move {
             bus.publish(subject, "alert", &message_id, ALERT_CONTENT_TYPE, payload)
                 .await
-        }
-    });
-    let results = futures::future::join_all(publishes).await;
+        });
+    // Bounded, so that a group of thousands of alerts does not flood the
+    // connection with unacknowledged publishes.
+    let results: Vec<_> = futures::stream::iter(publishes)
+        .buffered(MAX_CONCURRENT_PUBLISHES)
+        .collect()
+        .await;
 
     let mut stored = 0;
     let mut duplicates = 0;

@@ -21,6 +21,14 @@ const CORRELATION_NAMESPACE: Uuid = Uuid::from_u128(0x6f1e_4a3c_9b2d_4c7e_8a51_2
 /// Longest fingerprint accepted from a sender.
 const MAX_FINGERPRINT_LEN: usize = 128;
 
+/// Longest cluster name, in characters: the Kubernetes limit for a DNS
+/// subdomain, which keeps subjects far below NATS's control line limit.
+pub const MAX_CLUSTER_LEN: usize = 253;
+
+/// Longest annotation value kept, in bytes; longer values are cut, so that
+/// one verbose annotation cannot push an alert over the NATS message size.
+pub const MAX_ANNOTATION_BYTES: usize = 16 * 1024;
+
 /// The webhook body.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -107,6 +115,16 @@ pub enum PayloadError {
         /// The value received.
         value: String,
     },
+    /// The cluster label is too long to be a cluster name.
+    #[error(
+        "alerts[{index}].labels.cluster has {len} characters; a cluster name has at most {MAX_CLUSTER_LEN}"
+    )]
+    ClusterName {
+        /// Index of the alert.
+        index: usize,
+        /// Its length.
+        len: usize,
+    },
     /// A fingerprint is empty or too long.
     #[error("alerts[{index}].fingerprint must have 1 to 128 characters, got {len}")]
     Fingerprint {
@@ -122,13 +140,20 @@ pub enum PayloadError {
 /// # Errors
 /// Returns the first problem, naming the field.
 pub fn parse(body: &[u8]) -> Result<Payload, PayloadError> {
+    // serde would also build the payload struct from a JSON array.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(PayloadError::Malformed {
+            path: ".".to_owned(),
+            message: "the body must be a JSON object".to_owned(),
+        });
+    }
     let deserializer = &mut serde_json::Deserializer::from_slice(body);
-    let payload: Payload = serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        PayloadError::Malformed {
-            path: error.path().to_string(),
-            message: error.inner().to_string(),
-        }
-    })?;
+    let malformed = |path: String, message: String| PayloadError::Malformed { path, message };
+    let payload: Payload = serde_path_to_error::deserialize(&mut *deserializer)
+        .map_err(|error| malformed(error.path().to_string(), error.inner().to_string()))?;
+    deserializer
+        .end()
+        .map_err(|error| malformed(".".to_owned(), error.to_string()))?;
 
     if payload.version != SUPPORTED_VERSION {
         return Err(PayloadError::Version(payload.version));
@@ -155,6 +180,14 @@ pub fn parse(body: &[u8]) -> Result<Payload, PayloadError> {
                 field: "endsAt",
                 value: ends_at.to_string(),
             })?;
+        }
+        if let Some(cluster) = alert.labels.get("cluster")
+            && cluster.chars().count() > MAX_CLUSTER_LEN
+        {
+            return Err(PayloadError::ClusterName {
+                index,
+                len: cluster.chars().count(),
+            });
         }
         if let Some(fingerprint) = &alert.fingerprint
             && (fingerprint.is_empty() || fingerprint.len() > MAX_FINGERPRINT_LEN)
@@ -195,26 +228,33 @@ pub fn to_events(
                 .map(|t| t.with_timezone(&Utc))
                 // Alertmanager sends the zero time for firing alerts.
                 .filter(|t| t.timestamp() > 0);
+            let labels = clean_map(&alert.labels, usize::MAX);
+            // The correlation id comes from the label set itself, never from
+            // the sender's fingerprint, so that two different alerts can not
+            // pose as one instance. Alertmanager's fingerprint is the same
+            // hash, so nothing changes for it.
+            let computed = fingerprint(&labels);
             let fingerprint = alert
                 .fingerprint
-                .clone()
-                .unwrap_or_else(|| fingerprint(&alert.labels));
+                .as_deref()
+                .map(clean_text)
+                .unwrap_or_else(|| computed.clone());
             AlertEvent {
-                correlation_id: correlation_id(&cluster, &fingerprint, starts_at).to_string(),
-                cluster,
+                correlation_id: correlation_id(&cluster, &computed, starts_at).to_string(),
+                cluster: clean_text(&cluster),
                 status: match alert.status {
                     Status::Firing => AlertStatus::Firing,
                     Status::Resolved => AlertStatus::Resolved,
                 } as i32,
                 fingerprint,
-                labels: alert.labels.clone(),
-                annotations: alert.annotations.clone(),
+                labels,
+                annotations: clean_map(&alert.annotations, MAX_ANNOTATION_BYTES),
                 starts_at: Some(timestamp(starts_at)),
                 ends_at: ends_at.map(timestamp),
-                generator_url: alert.generator_url.clone(),
-                group_key: payload.group_key.clone(),
-                receiver: payload.receiver.clone(),
-                external_url: payload.external_url.clone(),
+                generator_url: clean_text(&alert.generator_url),
+                group_key: clean_text(&payload.group_key),
+                receiver: clean_text(&payload.receiver),
+                external_url: clean_text(&payload.external_url),
                 received_at: Some(timestamp(received_at)),
             }
         })
@@ -226,10 +266,36 @@ pub fn to_events(
 /// either, share it.
 pub fn correlation_id(cluster: &str, fingerprint: &str, starts_at: DateTime<Utc>) -> Uuid {
     let key = format!(
-        "{cluster}\0{fingerprint}\0{}",
-        starts_at.timestamp_nanos_opt().unwrap_or(i64::MAX)
+        "{cluster}\0{fingerprint}\0{}.{:09}",
+        starts_at.timestamp(),
+        starts_at.timestamp_subsec_nanos()
     );
     Uuid::new_v5(&CORRELATION_NAMESPACE, key.as_bytes())
+}
+
+/// Replaces NUL characters, which Postgres text cannot store, with U+FFFD,
+/// so that an alert carrying one is kept instead of failing later.
+fn clean_text(value: &str) -> String {
+    value.replace('\0', "\u{fffd}")
+}
+
+/// Cleans every key and value of a map and cuts values longer than
+/// `max_bytes` at a character boundary, marking the cut.
+fn clean_map(map: &HashMap<String, String>, max_bytes: usize) -> HashMap<String, String> {
+    map.iter()
+        .map(|(key, value)| {
+            let mut value = clean_text(value);
+            if value.len() > max_bytes {
+                let mut end = max_bytes;
+                while !value.is_char_boundary(end) {
+                    end -= 1;
+                }
+                value.truncate(end);
+                value.push_str(" [truncated by Steward]");
+            }
+            (clean_text(key), value)
+        })
+        .collect()
 }
 
 /// Computes Alertmanager's fingerprint of a label set: FNV-1a (64 bit)
@@ -357,6 +423,84 @@ mod tests {
             panic!("expected a malformed payload, got {error}");
         };
         assert_eq!(path, "alerts[0].labels.alertname");
+    }
+
+    #[test]
+    fn parse_rejects_trailing_text_and_arrays() {
+        let trailing = parse(br#"{"version":"4","alerts":[]} garbage"#).expect_err("trailing text");
+        assert!(
+            trailing.to_string().contains("trailing characters"),
+            "{trailing}"
+        );
+        let array = parse(br#"["4", "", 0, "", "", []]"#).expect_err("an array");
+        assert!(
+            array.to_string().contains("must be a JSON object"),
+            "{array}"
+        );
+    }
+
+    #[test]
+    fn nul_characters_are_replaced_and_long_annotations_cut() {
+        let body = format!(
+            r#"{{"version":"4","alerts":[{{"status":"firing","labels":{{"alertname":"A\u0000B"}},
+            "annotations":{{"description":"{}"}},"startsAt":"2026-01-01T00:00:00Z"}}]}}"#,
+            "é".repeat(10_000)
+        );
+        let payload = parse(body.as_bytes()).expect("valid payload");
+        let events = to_events(&payload, Utc::now(), |_| "c".to_owned());
+        assert_eq!(events[0].labels["alertname"], "A\u{fffd}B");
+        let description = &events[0].annotations["description"];
+        assert!(
+            description.len() <= MAX_ANNOTATION_BYTES + 32,
+            "{}",
+            description.len()
+        );
+        assert!(description.ends_with("[truncated by Steward]"));
+    }
+
+    #[test]
+    fn correlation_ignores_the_senders_fingerprint() {
+        let body = |pod: &str| {
+            format!(
+                r#"{{"version":"4","alerts":[{{"status":"firing","labels":{{"alertname":"A","pod":"{pod}"}},
+                "startsAt":"2026-01-01T00:00:00Z","fingerprint":"0000000000000001"}}]}}"#
+            )
+        };
+        let first = to_events(
+            &parse(body("a").as_bytes()).expect("valid"),
+            Utc::now(),
+            |_| "c".into(),
+        );
+        let second = to_events(
+            &parse(body("b").as_bytes()).expect("valid"),
+            Utc::now(),
+            |_| "c".into(),
+        );
+        assert_ne!(first[0].correlation_id, second[0].correlation_id);
+    }
+
+    #[test]
+    fn start_times_after_2262_stay_distinct() {
+        let a = DateTime::parse_from_rfc3339("2300-01-01T00:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let b = DateTime::parse_from_rfc3339("2400-01-01T00:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        assert_ne!(correlation_id("c", "f", a), correlation_id("c", "f", b));
+    }
+
+    #[test]
+    fn long_cluster_label_is_rejected() {
+        let body = format!(
+            r#"{{"version":"4","alerts":[{{"status":"firing","labels":{{"alertname":"A","cluster":"{}"}},"startsAt":"2026-01-01T00:00:00Z"}}]}}"#,
+            "c".repeat(300)
+        );
+        let error = parse(body.as_bytes()).expect_err("too long");
+        assert_eq!(
+            error.to_string(),
+            "alerts[0].labels.cluster has 300 characters; a cluster name has at most 253"
+        );
     }
 
     #[test]

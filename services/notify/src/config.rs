@@ -1,6 +1,6 @@
 //! Configuration of the notify service.
 
-use steward_config::{AdminConfig, ConsumerConfig, DatabaseConfig, NatsConfig};
+use steward_config::{AdminConfig, ConsumerConfig, DatabaseConfig, LogConfig, NatsConfig};
 
 /// Command line and environment of `steward-notify`.
 #[derive(clap::Parser, Debug, Clone)]
@@ -26,9 +26,13 @@ pub struct Config {
     #[command(flatten)]
     pub database: DatabaseConfig,
 
-    /// Admin endpoints and logs.
+    /// Admin endpoints.
     #[command(flatten)]
     pub admin: AdminConfig,
+
+    /// Logs.
+    #[command(flatten)]
+    pub log: LogConfig,
 }
 
 #[cfg(test)]

@@ -59,9 +59,9 @@ pub fn render(event: &RemediationEvent) -> Option<String> {
             let alert = resolution.alert.clone().unwrap_or_default();
             format!(
                 "resolved  cluster={}  alert={}  fingerprint={}",
-                event.cluster,
-                alert_name(&alert),
-                alert.fingerprint
+                value(&event.cluster),
+                value(alert_name(&alert)),
+                value(&alert.fingerprint)
             )
         }
     };
@@ -94,8 +94,8 @@ fn headline(event: &RemediationEvent, proposal: &Proposal) -> String {
     };
     format!(
         "cluster={}  alert={}  action={}  target={}  confidence={:.2}  analyzer={}",
-        event.cluster,
-        alert_name(&alert),
+        value(&event.cluster),
+        value(alert_name(&alert)),
         action,
         target,
         proposal.confidence,
@@ -133,6 +133,20 @@ fn alert_name(alert: &AlertEvent) -> &str {
         .get("alertname")
         .map(String::as_str)
         .unwrap_or("unknown")
+}
+
+/// Returns `text` as it is when it is one plain word, else quoted and
+/// escaped, so that a label cannot pose as further fields of the line.
+fn value(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/'));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("{text:?}")
+    }
 }
 
 /// Replaces control characters (newlines included) with spaces.
@@ -245,6 +259,25 @@ mod tests {
             line.starts_with("resolved  cluster=prod  alert=KubeDeploymentReplicasMismatch"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn field_values_with_spaces_are_quoted() {
+        let mut forged = proposal();
+        forged.alert = Some(AlertEvent {
+            labels: HashMap::from([(
+                "alertname".to_owned(),
+                "Spoof  action=delete_pod  result=live succeeded".to_owned(),
+            )]),
+            ..AlertEvent::default()
+        });
+        let line = render(&event(Body::Proposed(forged))).expect("a line");
+        assert!(
+            line.contains(r#"alert="Spoof  action=delete_pod  result=live succeeded""#),
+            "{line}"
+        );
+        assert_eq!(value("KubePodCrashLooping"), "KubePodCrashLooping");
+        assert_eq!(value(""), "\"\"");
     }
 
     #[test]

@@ -79,7 +79,11 @@ impl<N: Notifier> EventHandler<N> {
 }
 
 impl<N: Notifier> Handler for EventHandler<N> {
-    async fn handle(&self, message: &async_nats::jetstream::Message) -> Outcome {
+    async fn handle(
+        &self,
+        message: &async_nats::jetstream::Message,
+        _delivery: steward_bus::Delivery,
+    ) -> Outcome {
         let event = match RemediationEvent::decode(message.payload.as_ref()) {
             Ok(event) => event,
             Err(error) => {
@@ -116,7 +120,11 @@ pub async fn run<N: Notifier>(
     admin: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let service = Service::start("notify", &config.nats, &config.database, admin, shutdown).await?;
+    let Some(service) =
+        Service::start("notify", &config.nats, &config.database, admin, shutdown).await?
+    else {
+        return Ok(());
+    };
 
     let spec = ConsumerSpec {
         stream: service.bus.names().remediation_stream(),

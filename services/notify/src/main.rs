@@ -8,7 +8,7 @@ use steward_notify::{Config, WriterNotifier};
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    steward_telemetry::init_tracing(config.admin.log_format);
+    steward_telemetry::init_tracing(config.log.format);
 
     let shutdown = steward_telemetry::shutdown_on_signal();
 
@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
     match steward_notify::run(config, WriterNotifier::stdout(), admin, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "notify failed");
+            tracing::error!(error = %steward_telemetry::error_chain(error.as_ref()), "notify failed");
             ExitCode::FAILURE
         }
     }

@@ -1,10 +1,14 @@
 //! Deletes what earlier test runs left behind on the shared servers: the
 //! JetStream streams made by `isolated_nats` and the `steward_test_*`
-//! databases. Run it before a test run; it touches nothing else.
+//! databases, once they are an hour old, so that test runs going on at the
+//! same time keep theirs. It touches nothing else.
 
 use std::process::ExitCode;
 
 use futures::TryStreamExt;
+
+/// Age after which a test's stream or database counts as left behind.
+const MIN_AGE_SECONDS: u64 = 3600;
 use sqlx::Connection;
 
 #[tokio::main(flavor = "current_thread")]
@@ -32,11 +36,15 @@ async fn clean() -> anyhow::Result<(usize, usize)> {
         .try_collect()
         .await
         .map_err(|e| anyhow::anyhow!("failed to list streams: {e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let old = |created: u64| now.saturating_sub(created) >= MIN_AGE_SECONDS;
     let mut streams = 0;
-    for name in names
+    let stale = names
         .iter()
-        .filter(|name| steward_testkit::is_test_stream(name))
-    {
+        .filter(|name| steward_testkit::test_stream_created_at(name).is_some_and(old));
+    for name in stale {
         jetstream
             .delete_stream(name)
             .await
@@ -53,6 +61,10 @@ async fn clean() -> anyhow::Result<(usize, usize)> {
     )
     .fetch_all(&mut admin)
     .await?;
+    let databases: Vec<String> = databases
+        .into_iter()
+        .filter(|name| steward_testkit::created_at(name, "steward_test_").is_some_and(old))
+        .collect();
     for name in &databases {
         // Names come from pg_database and match the pattern above, which
         // allows only the characters unique_name produces.
