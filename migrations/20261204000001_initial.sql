@@ -18,6 +18,9 @@ CREATE TABLE alert_instances (
     -- Set once the instance's event was published; a row without it was
     -- interrupted and is handled again on redelivery.
     processed_at   timestamptz,
+    -- The proposal that answers this firing alert, when an analysis of the
+    -- same workload covered it instead of a proposal of its own.
+    covered_by     uuid,
     PRIMARY KEY (correlation_id, status)
 );
 
@@ -34,7 +37,12 @@ CREATE TABLE analyses (
     parameters        jsonb       NOT NULL,
     confidence        double precision NOT NULL CHECK (confidence >= 0 AND confidence <= 1),
     reasoning         text        NOT NULL,
-    analyzer          text        NOT NULL CHECK (analyzer IN ('rules', 'llm')),
+    analyzer          text        NOT NULL CHECK (analyzer IN ('rules', 'llm', 'escalation')),
+    -- Namespace and owning workload the analyzed alerts are about; further
+    -- alerts with the same key are covered by this analysis for a while.
+    workload_key      text        NOT NULL DEFAULT '',
+    -- Other alerts this analysis answers.
+    covered           integer     NOT NULL DEFAULT 0,
     endpoint          text        NOT NULL DEFAULT '',
     model             text        NOT NULL DEFAULT '',
     fallback_reason   text        NOT NULL DEFAULT '',
@@ -46,6 +54,16 @@ CREATE TABLE analyses (
     event             bytea       NOT NULL
 );
 CREATE INDEX analyses_correlation ON analyses (correlation_id);
+CREATE INDEX analyses_workload ON analyses (cluster, workload_key, created_at DESC);
+
+-- A workload being analyzed right now, so that replicas do not analyze the
+-- same workload at once. A crashed replica's claim expires.
+CREATE TABLE analysis_claims (
+    cluster       text        NOT NULL,
+    workload_key  text        NOT NULL,
+    claimed_until timestamptz NOT NULL,
+    PRIMARY KEY (cluster, workload_key)
+);
 
 -- One row per guard decision, with every reason.
 CREATE TABLE decisions (

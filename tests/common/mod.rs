@@ -91,6 +91,7 @@ impl Stack {
             ("STEWARD_ACK_WAIT", "3s".to_owned()),
             ("STEWARD_RETRY_BASE_DELAY", "200ms".to_owned()),
             ("STEWARD_RETRY_MAX_DELAY", "2s".to_owned()),
+            ("STEWARD_BATCH_WINDOW", "200ms".to_owned()),
             ("KUBECONFIG", "/nonexistent/kubeconfig".to_owned()),
             ("RUST_LOG", "info".to_owned()),
         ]);

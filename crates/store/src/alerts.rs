@@ -65,6 +65,10 @@ pub struct AnalysisRecord {
     pub completion_tokens: i32,
     /// Time the analysis took, in milliseconds.
     pub latency_ms: i32,
+    /// Namespace and owning workload of the analyzed alerts.
+    pub workload_key: String,
+    /// Other alerts this analysis answers.
+    pub covered: i32,
     /// The encoded `proposed` event.
     pub event: Vec<u8>,
 }
@@ -159,8 +163,8 @@ impl Store {
             "INSERT INTO analyses
                  (proposal_id, correlation_id, cluster, alertname, target_kind, namespace, target_name,
                   action, parameters, confidence, reasoning, analyzer, endpoint, model, fallback_reason,
-                  prompt_tokens, completion_tokens, latency_ms, event)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+                  prompt_tokens, completion_tokens, latency_ms, event, workload_key, covered)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
              ON CONFLICT (proposal_id) DO NOTHING",
         )
         .bind(record.proposal_id)
@@ -182,6 +186,8 @@ impl Store {
         .bind(record.completion_tokens)
         .bind(record.latency_ms)
         .bind(&record.event)
+        .bind(&record.workload_key)
+        .bind(record.covered)
         .execute(&self.pool)
         .await
         .map_err(StoreError::query("insert analysis"))?;
@@ -193,4 +199,153 @@ impl Store {
                 source: sqlx::Error::RowNotFound,
             })
     }
+
+    /// Returns the latest analysis of the workload within `window` that
+    /// still answers new alerts: not yet decided, or approved with an
+    /// action that has not failed or been skipped.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn active_analysis(
+        &self,
+        cluster: &str,
+        workload_key: &str,
+        window: std::time::Duration,
+    ) -> Result<Option<Uuid>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT a.proposal_id
+             FROM analyses a
+             LEFT JOIN decisions d ON d.proposal_id = a.proposal_id
+             LEFT JOIN actions x ON x.action_id = a.proposal_id
+             WHERE a.cluster = $1 AND a.workload_key = $2
+               AND a.created_at >= now() - make_interval(secs => $3)
+               AND (d.proposal_id IS NULL
+                    OR (d.verdict = 'approved' AND coalesce(x.status, 'approved') NOT IN ('failed', 'skipped')))
+             ORDER BY a.created_at DESC
+             LIMIT 1",
+        )
+        .bind(cluster)
+        .bind(workload_key)
+        .bind(window.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query("look up active analysis"))
+    }
+
+    /// Records that a firing alert is answered by another alert's proposal
+    /// and needs no handling of its own.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn mark_alert_covered(
+        &self,
+        correlation_id: Uuid,
+        proposal_id: Uuid,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE alert_instances SET covered_by = $2, processed_at = coalesce(processed_at, now())
+             WHERE correlation_id = $1 AND status = 'firing'",
+        )
+        .bind(correlation_id)
+        .bind(proposal_id)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("mark alert covered"))?;
+        Ok(())
+    }
+
+    /// Claims a workload for analysis for `lease`; returns false when
+    /// another replica holds an unexpired claim.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn claim_workload(
+        &self,
+        cluster: &str,
+        workload_key: &str,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let claimed: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO analysis_claims (cluster, workload_key, claimed_until)
+             VALUES ($1, $2, now() + make_interval(secs => $3))
+             ON CONFLICT (cluster, workload_key) DO UPDATE SET claimed_until = EXCLUDED.claimed_until
+             WHERE analysis_claims.claimed_until < now()
+             RETURNING 1",
+        )
+        .bind(cluster)
+        .bind(workload_key)
+        .bind(lease.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query("claim workload"))?;
+        Ok(claimed.is_some())
+    }
+
+    /// Releases a workload claim.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn release_workload(
+        &self,
+        cluster: &str,
+        workload_key: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM analysis_claims WHERE cluster = $1 AND workload_key = $2")
+            .bind(cluster)
+            .bind(workload_key)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("release workload"))?;
+        Ok(())
+    }
+
+    /// Returns the latest actions on any of the named objects of one
+    /// namespace, newest first, for the prompt.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn recent_target_actions(
+        &self,
+        cluster: &str,
+        namespace: &str,
+        names: &[String],
+        limit: i64,
+    ) -> Result<Vec<RecentTargetAction>, StoreError> {
+        sqlx::query_as(
+            "SELECT approved_at, action, target_kind, namespace, target_name, status, mode,
+                    alert_resolved_at IS NOT NULL AS alert_resolved
+             FROM actions
+             WHERE cluster = $1 AND namespace = $2 AND target_name = ANY($3)
+             ORDER BY approved_at DESC
+             LIMIT $4",
+        )
+        .bind(cluster)
+        .bind(namespace)
+        .bind(names)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("load target history"))
+    }
+}
+
+/// An earlier action on an object, for the prompt.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RecentTargetAction {
+    /// When the guard approved it.
+    pub approved_at: DateTime<Utc>,
+    /// Registry action name.
+    pub action: String,
+    /// Target kind label.
+    pub target_kind: String,
+    /// Target namespace.
+    pub namespace: String,
+    /// Target name.
+    pub target_name: String,
+    /// Execution status.
+    pub status: String,
+    /// `dry_run` or `live`, once executed.
+    pub mode: Option<String>,
+    /// Whether its alert resolved afterwards.
+    pub alert_resolved: bool,
 }

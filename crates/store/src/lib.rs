@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use actions::{
     ActionRecord, ActionRow, Claim, DecisionRecord, DecisionTx, Finish, RecentAction, TargetKey,
 };
-pub use alerts::{AlertDelivery, AnalysisRecord};
+pub use alerts::{AlertDelivery, AnalysisRecord, RecentTargetAction};
 pub use dead_letters::DeadLetterRow;
 
 /// Errors of the storage layer.

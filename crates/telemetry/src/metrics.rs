@@ -53,6 +53,15 @@ pub struct AnalysisLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of an LLM request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LlmRequestLabels {
+    /// Chat URL of the endpoint, from the configuration.
+    pub endpoint: String,
+    /// `ok`, `retryable_error` or `bad_answer`.
+    pub result: &'static str,
+}
+
 /// Labels of a guard decision.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -103,6 +112,11 @@ pub struct Metrics {
     pub duplicate_alerts: Counter,
     /// Analyses, by analyzer and outcome.
     pub analyses: Family<AnalysisLabels, Counter>,
+    /// LLM requests, by endpoint and result.
+    pub llm_requests: Family<LlmRequestLabels, Counter>,
+    /// Firing alerts covered by an analysis of the same workload, without
+    /// an analysis of their own.
+    pub coalesced_alerts: Counter,
     /// Guard decisions, by verdict and deciding rule.
     pub decisions: Family<DecisionLabels, Counter>,
     /// Failed Postgres operations in any service.
@@ -128,6 +142,8 @@ impl Metrics {
             ingest_responses: Family::default(),
             duplicate_alerts: Counter::default(),
             analyses: Family::default(),
+            llm_requests: Family::default(),
+            coalesced_alerts: Counter::default(),
             decisions: Family::default(),
             database_errors: Counter::default(),
             executions: Family::default(),
@@ -174,6 +190,16 @@ impl Metrics {
             "analyses",
             "Alert analyses, by analyzer and outcome",
             metrics.analyses.clone(),
+        );
+        registry.register(
+            "llm_requests",
+            "LLM requests, by endpoint and result",
+            metrics.llm_requests.clone(),
+        );
+        registry.register(
+            "coalesced_alerts",
+            "Firing alerts covered by an analysis of the same workload",
+            metrics.coalesced_alerts.clone(),
         );
         registry.register(
             "guard_decisions",

@@ -33,8 +33,9 @@ impl Analyze {
         config.database = database.config();
         config.consumer.retry_base_delay = Duration::from_millis(100);
         config.consumer.max_deliver = 3;
+        config.batch.window = Duration::from_millis(200);
         if let Some((url, api)) = llm {
-            config.llm.url = Some(url);
+            config.llm.urls = vec![url];
             config.llm.api = api;
             config.llm.timeout = Duration::from_secs(5);
         }

@@ -142,6 +142,7 @@ fn proposal(action: &str, confidence: f64, deployment: &str) -> Proposal {
         confidence,
         reasoning: "test".into(),
         analysis: None,
+        covered_correlation_ids: Vec::new(),
     }
 }
 

@@ -185,6 +185,7 @@ mod tests {
                 analyzer: AnalyzerKind::Rules as i32,
                 ..Analysis::default()
             }),
+            covered_correlation_ids: Vec::new(),
         }
     }
 
