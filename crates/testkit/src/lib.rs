@@ -6,6 +6,7 @@
 //! default to the local servers on their standard ports.
 
 pub mod kube;
+pub mod llm;
 
 use std::future::Future;
 use std::time::Duration;

@@ -26,6 +26,10 @@ struct Analyze {
 
 impl Analyze {
     async fn start(llm: Option<(String, LlmApi)>) -> Self {
+        Self::start_with(llm, |_| {}).await
+    }
+
+    async fn start_with(llm: Option<(String, LlmApi)>, adjust: impl FnOnce(&mut Config)) -> Self {
         let nats = isolated_nats();
         let database = TestDatabase::create().await;
         let mut config = Config::try_parse_from(["steward-analyze"]).expect("defaults parse");
@@ -39,6 +43,7 @@ impl Analyze {
             config.llm.api = api;
             config.llm.timeout = Duration::from_secs(5);
         }
+        adjust(&mut config);
 
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -320,4 +325,63 @@ async fn undecodable_message_becomes_a_dead_letter() {
         "{reason}"
     );
     assert!(analyze.events().await.is_empty());
+}
+
+#[tokio::test]
+async fn unavailable_llm_escalates_when_configured() {
+    let dead = format!("http://127.0.0.1:{}/v1", steward_testkit::free_port());
+    let analyze = Analyze::start_with(Some((dead, LlmApi::Openai)), |config| {
+        config.llm.fallback = steward_analyze::Fallback::Escalate;
+        config.llm.attempts = 1;
+    })
+    .await;
+
+    analyze.publish(&mismatch(), "e1").await;
+    let events = analyze.wait_for_events(1, "the escalation").await;
+
+    let Some(Body::Proposed(proposal)) = &events[0].1.body else {
+        panic!("expected a proposal");
+    };
+    let analysis = proposal.analysis.clone().unwrap_or_default();
+    assert_eq!(analysis.analyzer(), AnalyzerKind::Escalation);
+    assert_eq!(proposal.action, "notify_only");
+    assert!(proposal.reasoning.contains("escalating to people as configured"), "{}", proposal.reasoning);
+    assert!(!analysis.fallback_reason.is_empty());
+}
+
+#[tokio::test]
+async fn alerts_about_one_workload_share_one_analysis() {
+    let analyze = Analyze::start(None).await;
+    let deployment = mismatch();
+    let mut pod = alert(
+        AlertStatus::Firing,
+        &[
+            ("alertname", "KubePodNotReady"),
+            ("namespace", "shop"),
+            ("pod", "checkout-7d9f8b6c5d-x2x4k"),
+        ],
+    );
+    pod.fingerprint = "fedcba9876543210".into();
+
+    analyze.publish(&deployment, "w1").await;
+    analyze.publish(&pod, "w2").await;
+    let pool = analyze.database.pool().await;
+    let covered: (i64, i64) = wait_for("both alerts to be handled", Duration::from_secs(20), || async {
+        let counts: (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE processed_at IS NOT NULL), count(covered_by) FROM alert_instances",
+        )
+        .fetch_one(&pool)
+        .await
+        .ok()?;
+        (counts.0 == 2).then_some(counts)
+    })
+    .await;
+
+    assert_eq!(covered.1, 1, "one alert must be covered by the other's analysis");
+    let events = analyze.events().await;
+    assert_eq!(events.len(), 1, "one workload must get one proposal");
+    let Some(Body::Proposed(proposal)) = &events[0].1.body else {
+        panic!("expected a proposal");
+    };
+    assert_eq!(proposal.covered_correlation_ids.len(), 1);
 }
