@@ -157,6 +157,48 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"))
 }
 
+/// Returns the alerts of a storm: `alerts` firing alerts from `causes`
+/// root causes (deployments `service-00`, `service-01`, ... in namespace
+/// `shop` of cluster `storm`), interleaved across causes; half name the
+/// deployment, half one of its pods.
+pub fn storm_alerts(alerts: usize, causes: usize) -> Vec<steward_proto::v1::AlertEvent> {
+    use steward_proto::v1::{AlertEvent, AlertStatus};
+    let names = [
+        "KubeDeploymentReplicasMismatch",
+        "KubePodNotReady",
+        "KubePodCrashLooping",
+    ];
+    (0..alerts)
+        .map(|index| {
+            let deployment = format!("service-{:02}", index % causes.max(1));
+            let mut labels = std::collections::HashMap::from([
+                (
+                    "alertname".to_owned(),
+                    names[index % names.len()].to_owned(),
+                ),
+                ("namespace".to_owned(), "shop".to_owned()),
+            ]);
+            if index % 2 == 0 {
+                labels.insert("deployment".to_owned(), deployment);
+            } else {
+                labels.insert(
+                    "pod".to_owned(),
+                    format!("{deployment}-7d9f8b6c5d-{:05}", index % 100_000),
+                );
+            }
+            AlertEvent {
+                correlation_id: uuid::Uuid::new_v4().to_string(),
+                cluster: "storm".into(),
+                status: AlertStatus::Firing as i32,
+                fingerprint: format!("{index:016x}"),
+                labels,
+                starts_at: Some(steward_proto::now()),
+                ..AlertEvent::default()
+            }
+        })
+        .collect()
+}
+
 /// A message read back from a stream.
 #[derive(Debug, Clone)]
 pub struct StoredMessage {

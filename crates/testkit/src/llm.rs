@@ -46,7 +46,10 @@ impl FakeLlm {
         let counters = Arc::new(Counters::default());
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(complete))
-            .route("/v1/models", get(|| async { Json(json!({"object": "list", "data": []})) }))
+            .route(
+                "/v1/models",
+                get(|| async { Json(json!({"object": "list", "data": []})) }),
+            )
             .with_state(Shared {
                 latency,
                 counters: counters.clone(),
@@ -58,7 +61,11 @@ impl FakeLlm {
                 tracing::warn!(error = %error, "fake LLM server stopped");
             }
         });
-        Ok(Self { url, counters, server })
+        Ok(Self {
+            url,
+            counters,
+            server,
+        })
     }
 
     /// Returns the base URL, ending in `/v1`.

@@ -345,7 +345,13 @@ async fn unavailable_llm_escalates_when_configured() {
     let analysis = proposal.analysis.clone().unwrap_or_default();
     assert_eq!(analysis.analyzer(), AnalyzerKind::Escalation);
     assert_eq!(proposal.action, "notify_only");
-    assert!(proposal.reasoning.contains("escalating to people as configured"), "{}", proposal.reasoning);
+    assert!(
+        proposal
+            .reasoning
+            .contains("escalating to people as configured"),
+        "{}",
+        proposal.reasoning
+    );
     assert!(!analysis.fallback_reason.is_empty());
 }
 
@@ -377,7 +383,10 @@ async fn alerts_about_one_workload_share_one_analysis() {
     })
     .await;
 
-    assert_eq!(covered.1, 1, "one alert must be covered by the other's analysis");
+    assert_eq!(
+        covered.1, 1,
+        "one alert must be covered by the other's analysis"
+    );
     let events = analyze.events().await;
     assert_eq!(events.len(), 1, "one workload must get one proposal");
     let Some(Body::Proposed(proposal)) = &events[0].1.body else {

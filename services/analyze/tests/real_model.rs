@@ -16,7 +16,9 @@ use steward_analyze::prompt::{Prompt, parse_answer};
 use steward_analyze::{Config, LlmApi, target};
 use steward_bus::Bus;
 use steward_proto::Message;
-use steward_proto::v1::{AlertEvent, AlertStatus, AnalyzerKind, RemediationEvent, remediation_event::Body};
+use steward_proto::v1::{
+    AlertEvent, AlertStatus, AnalyzerKind, RemediationEvent, remediation_event::Body,
+};
 use steward_telemetry::Metrics;
 use steward_testkit::{TestDatabase, isolated_nats, stored_messages, wait_for};
 use tokio_util::sync::CancellationToken;
@@ -50,23 +52,48 @@ fn alert(pairs: &[(&str, &str)], summary: &str) -> AlertEvent {
 fn real_alerts() -> Vec<AlertEvent> {
     vec![
         alert(
-            &[("alertname", "KubeDeploymentReplicasMismatch"), ("namespace", "shop"), ("deployment", "checkout"), ("severity", "warning")],
+            &[
+                ("alertname", "KubeDeploymentReplicasMismatch"),
+                ("namespace", "shop"),
+                ("deployment", "checkout"),
+                ("severity", "warning"),
+            ],
             "Deployment has not matched the expected number of replicas.",
         ),
         alert(
-            &[("alertname", "KubePodCrashLooping"), ("namespace", "shop"), ("pod", "cart-7d9f8b6c5d-x2x4k"), ("container", "cart"), ("severity", "warning")],
+            &[
+                ("alertname", "KubePodCrashLooping"),
+                ("namespace", "shop"),
+                ("pod", "cart-7d9f8b6c5d-x2x4k"),
+                ("container", "cart"),
+                ("severity", "warning"),
+            ],
             "Pod is crash looping.",
         ),
         alert(
-            &[("alertname", "KubePodNotReady"), ("namespace", "payments"), ("pod", "ledger-5c8d7f9b4-q8r2t"), ("severity", "warning")],
+            &[
+                ("alertname", "KubePodNotReady"),
+                ("namespace", "payments"),
+                ("pod", "ledger-5c8d7f9b4-q8r2t"),
+                ("severity", "warning"),
+            ],
             "Pod has been in a non-ready state for more than 15 minutes.",
         ),
         alert(
-            &[("alertname", "KubeNodeNotReady"), ("node", "worker-3"), ("severity", "warning")],
+            &[
+                ("alertname", "KubeNodeNotReady"),
+                ("node", "worker-3"),
+                ("severity", "warning"),
+            ],
             "Node is not ready.",
         ),
         alert(
-            &[("alertname", "KubePersistentVolumeFillingUp"), ("namespace", "data"), ("persistentvolumeclaim", "postgres-data-0"), ("severity", "critical")],
+            &[
+                ("alertname", "KubePersistentVolumeFillingUp"),
+                ("namespace", "data"),
+                ("persistentvolumeclaim", "postgres-data-0"),
+                ("severity", "critical"),
+            ],
             "PersistentVolume is filling up.",
         ),
     ]
@@ -90,16 +117,32 @@ async fn real_model_answers_are_schema_and_registry_valid() {
         probe_interval: Duration::from_secs(60),
         retry_delay: Duration::from_millis(500),
     };
-    let pool = Arc::new(Pool::new(&[model_url()], settings, pool_settings, Arc::new(Metrics::new())).expect("pool"));
+    let pool = Arc::new(
+        Pool::new(
+            &[model_url()],
+            settings,
+            pool_settings,
+            Arc::new(Metrics::new()),
+        )
+        .expect("pool"),
+    );
 
     for alert in real_alerts() {
         let candidates = target::candidates(&alert.labels);
         let prompt = Prompt::new(std::slice::from_ref(&alert), &candidates, &[]);
-        let answer = pool.complete(&prompt).await.unwrap_or_else(|e| panic!("the model server failed: {e}"));
+        let answer = pool
+            .complete(&prompt)
+            .await
+            .unwrap_or_else(|e| panic!("the model server failed: {e}"));
         let name = &alert.labels["alertname"];
 
-        let recommendation = parse_answer(&answer.completion.content, &candidates)
-            .unwrap_or_else(|e| panic!("{name}: invalid answer {:?}: {e}", answer.completion.content));
+        let recommendation =
+            parse_answer(&answer.completion.content, &candidates).unwrap_or_else(|e| {
+                panic!(
+                    "{name}: invalid answer {:?}: {e}",
+                    answer.completion.content
+                )
+            });
 
         assert!(
             steward_actions::find(&recommendation.action).is_some(),
@@ -108,7 +151,10 @@ async fn real_model_answers_are_schema_and_registry_valid() {
         );
         assert!((0.0..=1.0).contains(&recommendation.confidence), "{name}");
         let usage = &answer.completion.usage;
-        assert!(usage.prompt_tokens > 0 && usage.prompt_tokens < 1000, "{name}: {usage:?}");
+        assert!(
+            usage.prompt_tokens > 0 && usage.prompt_tokens < 1000,
+            "{name}: {usage:?}"
+        );
         assert!(usage.completion_tokens > 0, "{name}: {usage:?}");
     }
 }
@@ -125,9 +171,17 @@ async fn analyze_service_decides_with_the_real_model() {
     config.llm.timeout = Duration::from_secs(120);
     config.batch.window = Duration::from_millis(100);
     let shutdown = CancellationToken::new();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    tokio::spawn(steward_analyze::run(config.clone(), admin, shutdown.clone()));
-    let bus = Bus::connect_once(&config.nats, "real-model-test").await.expect("NATS reachable");
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    tokio::spawn(steward_analyze::run(
+        config.clone(),
+        admin,
+        shutdown.clone(),
+    ));
+    let bus = Bus::connect_once(&config.nats, "real-model-test")
+        .await
+        .expect("NATS reachable");
     bus.ensure_streams().await.expect("streams");
     let alert = real_alerts().remove(0);
 
@@ -160,5 +214,8 @@ async fn analyze_service_decides_with_the_real_model() {
         analysis.fallback_reason
     );
     assert_eq!(analysis.model, "SmolLM2-135M-Instruct");
-    assert!(analysis.prompt_tokens > 0 && analysis.completion_tokens > 0, "{analysis:?}");
+    assert!(
+        analysis.prompt_tokens > 0 && analysis.completion_tokens > 0,
+        "{analysis:?}"
+    );
 }

@@ -1,7 +1,6 @@
 //! An alert storm: 1,000 firing alerts from 20 root causes reach two
 //! analyze replicas, which make one LLM call per root cause.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,47 +8,18 @@ use clap::Parser;
 use steward_analyze::{Config, LlmApi};
 use steward_bus::Bus;
 use steward_proto::Message;
-use steward_proto::v1::{AlertEvent, AlertStatus};
 use steward_testkit::llm::FakeLlm;
-use steward_testkit::{TestDatabase, isolated_nats, wait_for};
+use steward_testkit::{TestDatabase, isolated_nats, storm_alerts, wait_for};
 use tokio_util::sync::CancellationToken;
 
 const ROOT_CAUSES: usize = 20;
 const ALERTS: usize = 1000;
 
-/// Returns the storm's alerts: for each root cause (a deployment), alerts
-/// about the deployment and about its pods, interleaved across causes.
-fn storm() -> Vec<AlertEvent> {
-    let names = ["KubeDeploymentReplicasMismatch", "KubePodNotReady", "KubePodCrashLooping"];
-    (0..ALERTS)
-        .map(|index| {
-            let cause = index % ROOT_CAUSES;
-            let deployment = format!("service-{cause:02}");
-            let mut labels = HashMap::from([
-                ("alertname".to_owned(), names[index % names.len()].to_owned()),
-                ("namespace".to_owned(), "shop".to_owned()),
-            ]);
-            if index % 2 == 0 {
-                labels.insert("deployment".to_owned(), deployment);
-            } else {
-                labels.insert("pod".to_owned(), format!("{deployment}-7d9f8b6c5d-{:05}", index % 100_000));
-            }
-            AlertEvent {
-                correlation_id: uuid::Uuid::new_v4().to_string(),
-                cluster: "storm".into(),
-                status: AlertStatus::Firing as i32,
-                fingerprint: format!("{index:016x}"),
-                labels,
-                starts_at: Some(steward_proto::now()),
-                ..AlertEvent::default()
-            }
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn storm_makes_one_llm_call_per_root_cause() {
-    let llm = FakeLlm::start(Duration::from_millis(100)).await.expect("fake LLM");
+    let llm = FakeLlm::start(Duration::from_millis(100))
+        .await
+        .expect("fake LLM");
     let database = TestDatabase::create().await;
     let mut config = Config::try_parse_from(["steward-analyze"]).expect("defaults parse");
     config.nats = isolated_nats();
@@ -64,13 +34,21 @@ async fn storm_makes_one_llm_call_per_root_cause() {
 
     let shutdown = CancellationToken::new();
     for _ in 0..2 {
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        tokio::spawn(steward_analyze::run(config.clone(), admin, shutdown.clone()));
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        tokio::spawn(steward_analyze::run(
+            config.clone(),
+            admin,
+            shutdown.clone(),
+        ));
     }
-    let bus = Bus::connect_once(&config.nats, "storm-test").await.expect("NATS reachable");
+    let bus = Bus::connect_once(&config.nats, "storm-test")
+        .await
+        .expect("NATS reachable");
     bus.ensure_streams().await.expect("streams");
 
-    for (index, alert) in storm().iter().enumerate() {
+    for (index, alert) in storm_alerts(ALERTS, ROOT_CAUSES).iter().enumerate() {
         bus.publish(
             bus.names().alert(&alert.cluster),
             "alert",
@@ -100,6 +78,10 @@ async fn storm_makes_one_llm_call_per_root_cause() {
 
     assert_eq!(handled, ALERTS as i64);
     assert_eq!(analyses, ROOT_CAUSES as i64, "one analysis per root cause");
-    assert_eq!(covered, (ALERTS - ROOT_CAUSES) as i64, "every other alert is covered");
+    assert_eq!(
+        covered,
+        (ALERTS - ROOT_CAUSES) as i64,
+        "every other alert is covered"
+    );
     assert_eq!(llm.requests(), ROOT_CAUSES, "one LLM call per root cause");
 }
