@@ -141,6 +141,14 @@ impl Service {
         spec: ConsumerSpec,
         handler: Arc<H>,
     ) -> anyhow::Result<()> {
+        // Report not ready as soon as shutdown starts, so that no new work
+        // is routed here while in-flight messages drain.
+        let stopping = self.readiness.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            stopping.mark_stopping();
+        });
         let readiness = self.readiness.clone();
         let result = steward_bus::consume(
             &self.bus,

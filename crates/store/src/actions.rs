@@ -321,7 +321,10 @@ impl Store {
              WHERE action_id = $1
                AND (status = 'approved'
                     OR (status = 'executing' AND (claimed_until IS NULL OR claimed_until < now())))
-             RETURNING attempts, alert_resolved_at IS NOT NULL",
+             RETURNING attempts,
+                       alert_resolved_at IS NOT NULL
+                       OR EXISTS (SELECT 1 FROM alert_instances i
+                                  WHERE i.correlation_id = actions.correlation_id AND i.status = 'resolved')",
         )
         .bind(action_id)
         .bind(lease.as_secs_f64())

@@ -90,7 +90,10 @@ impl DecisionHandler {
         let proposal = decision.proposal.clone().unwrap_or_default();
         let target = proposal.target.clone().unwrap_or_default();
         let started_at = steward_proto::now();
-        let (status, report) = if alert_resolved {
+        // Only a first attempt may skip: after an interrupted attempt the
+        // action may already have changed the cluster, and running it to
+        // the end records what it did.
+        let (status, report) = if alert_resolved && attempts == 1 {
             (
                 "skipped",
                 Report {

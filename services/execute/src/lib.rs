@@ -81,7 +81,14 @@ pub async fn run(
             "live mode acts on one cluster: set --cluster (STEWARD_EXECUTE_CLUSTER) to the cluster name its alerts carry, not *"
         );
     }
-    let client = kube_client(&config).await?;
+    // Every cluster's approvals cannot go to the one cluster that a
+    // kubeconfig reaches, so a `*` executor only describes requests.
+    let client = if every_cluster {
+        tracing::info!("--cluster * describes the planned requests without reading objects");
+        None
+    } else {
+        kube_client(&config).await?
+    };
     match config.mode {
         Mode::DryRun => tracing::info!("dry-run mode: actions are described, nothing is changed"),
         Mode::Live => tracing::warn!("live mode: approved actions change the cluster"),
@@ -96,7 +103,9 @@ pub async fn run(
     let names = service.bus.names();
     let (durable, filter) = if every_cluster {
         (
-            format!("{}-all", config.consumer_name),
+            // `~` never occurs in a cluster's subject token, so no cluster
+            // name gives this consumer name.
+            format!("{}~all", config.consumer_name),
             names.remediation_stage(Stage::Approved),
         )
     } else {
@@ -114,7 +123,7 @@ pub async fn run(
         durable,
         filter,
         description: format!(
-            "Steward execute ({}) for cluster {}",
+            "{EXECUTOR_DESCRIPTION}({}) for cluster {}",
             config.mode.as_str(),
             config.cluster
         ),
@@ -132,6 +141,14 @@ pub async fn run(
     service.consume(spec, handler).await
 }
 
+/// Start of the description of every executor's consumer.
+const EXECUTOR_DESCRIPTION: &str = "Steward execute ";
+
+/// Returns whether a filter takes the approvals of every cluster.
+fn names_every_cluster(filter: &str) -> bool {
+    filter.ends_with(".approved.>")
+}
+
 /// Refuses to start next to an executor whose consumer takes some of the
 /// same approvals (a `*` executor and a per-cluster one), because the two
 /// would split them; and warns when the shared consumer was last started
@@ -142,19 +159,28 @@ async fn check_consumers(bus: &Bus, config: &Config, spec: &ConsumerSpec) -> any
         .get_stream(&spec.stream)
         .await
         .context("while looking up the remediation stream")?;
-    let prefix = format!("{}-", config.consumer_name);
-    let every = format!("{}-all", config.consumer_name);
-    let mut names = stream.consumer_names();
-    while let Some(name) = names.next().await {
-        let name = name.context("while listing consumers")?;
-        if name == spec.durable || !name.starts_with(&prefix) {
+    // Executors mark their consumers by description; a user's own
+    // consumer on the stream is never taken for one.
+    let mut consumers = stream.consumers();
+    while let Some(info) = consumers.next().await {
+        let info = info.context("while listing consumers")?;
+        let is_executor = info
+            .config
+            .description
+            .as_deref()
+            .is_some_and(|description| description.starts_with(EXECUTOR_DESCRIPTION));
+        if !is_executor || info.name == spec.durable {
             continue;
         }
-        if spec.durable == every || name == every {
+        let every =
+            names_every_cluster(&info.config.filter_subject) || names_every_cluster(&spec.filter);
+        if every || info.config.filter_subject == spec.filter {
             anyhow::bail!(
-                "consumer {name} takes approvals that {} takes too, so the two executors would split them; stop that executor and delete its consumer (nats consumer rm {} {name}), or give this one another --consumer-name",
+                "consumer {} takes approvals that {} takes too, so the two executors would split them; stop that executor and delete its consumer (nats consumer rm {} {}), or give this one another --consumer-name",
+                info.name,
                 spec.durable,
-                spec.stream
+                spec.stream,
+                info.name
             );
         }
     }

@@ -488,7 +488,7 @@ async fn overlapping_executors_refuse_to_start() {
         result.expect_err("an overlapping executor must not start")
     );
     assert!(
-        message.contains("consumer execute-prod takes approvals that execute-all takes too"),
+        message.contains("consumer execute-prod takes approvals that execute~all takes too"),
         "{message}"
     );
 }
