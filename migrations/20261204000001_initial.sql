@@ -61,6 +61,8 @@ CREATE INDEX analyses_workload ON analyses (cluster, workload_key, created_at DE
 CREATE TABLE analysis_claims (
     cluster       text        NOT NULL,
     workload_key  text        NOT NULL,
+    -- Identifies the analysis holding the claim, so that only it releases it.
+    holder        uuid        NOT NULL,
     claimed_until timestamptz NOT NULL,
     PRIMARY KEY (cluster, workload_key)
 );

@@ -51,13 +51,13 @@ pub struct AnalysisRecord {
     pub confidence: f64,
     /// The analyzer's reasoning.
     pub reasoning: String,
-    /// `rules` or `llm`.
+    /// `rules`, `llm` or `escalation`.
     pub analyzer: &'static str,
     /// LLM endpoint, or empty.
     pub endpoint: String,
     /// LLM model, or empty.
     pub model: String,
-    /// Why the rule analyzer decided in place of a configured LLM.
+    /// Why no LLM answer was used although endpoints are configured.
     pub fallback_reason: String,
     /// Prompt tokens the LLM reported.
     pub prompt_tokens: i32,
@@ -254,8 +254,8 @@ impl Store {
         Ok(())
     }
 
-    /// Claims a workload for analysis for `lease`; returns false when
-    /// another replica holds an unexpired claim.
+    /// Claims a workload for analysis for `lease` on behalf of `holder`;
+    /// returns false when another analysis holds an unexpired claim.
     ///
     /// # Errors
     /// Fails when the database is unreachable.
@@ -263,17 +263,20 @@ impl Store {
         &self,
         cluster: &str,
         workload_key: &str,
+        holder: Uuid,
         lease: std::time::Duration,
     ) -> Result<bool, StoreError> {
         let claimed: Option<i32> = sqlx::query_scalar(
-            "INSERT INTO analysis_claims (cluster, workload_key, claimed_until)
-             VALUES ($1, $2, now() + make_interval(secs => $3))
-             ON CONFLICT (cluster, workload_key) DO UPDATE SET claimed_until = EXCLUDED.claimed_until
+            "INSERT INTO analysis_claims (cluster, workload_key, holder, claimed_until)
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+             ON CONFLICT (cluster, workload_key)
+             DO UPDATE SET holder = EXCLUDED.holder, claimed_until = EXCLUDED.claimed_until
              WHERE analysis_claims.claimed_until < now()
              RETURNING 1",
         )
         .bind(cluster)
         .bind(workload_key)
+        .bind(holder)
         .bind(lease.as_secs_f64())
         .fetch_optional(&self.pool)
         .await
@@ -281,7 +284,8 @@ impl Store {
         Ok(claimed.is_some())
     }
 
-    /// Releases a workload claim.
+    /// Releases `holder`'s claim on a workload; a claim that expired and
+    /// was taken by another analysis stays.
     ///
     /// # Errors
     /// Fails when the database is unreachable.
@@ -289,13 +293,17 @@ impl Store {
         &self,
         cluster: &str,
         workload_key: &str,
+        holder: Uuid,
     ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM analysis_claims WHERE cluster = $1 AND workload_key = $2")
-            .bind(cluster)
-            .bind(workload_key)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query("release workload"))?;
+        sqlx::query(
+            "DELETE FROM analysis_claims WHERE cluster = $1 AND workload_key = $2 AND holder = $3",
+        )
+        .bind(cluster)
+        .bind(workload_key)
+        .bind(holder)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("release workload"))?;
         Ok(())
     }
 

@@ -47,7 +47,7 @@ pub struct StatusLabels {
 /// Labels of an analysis.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AnalysisLabels {
-    /// `rules` or `llm`.
+    /// `rules`, `llm` or `escalation`.
     pub analyzer: &'static str,
     /// `decided` or `fallback`.
     pub outcome: &'static str,

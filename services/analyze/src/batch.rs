@@ -106,8 +106,14 @@ impl Batcher {
         let Some(batch) = self.lock().remove(&key) else {
             return;
         };
-        tracing::debug!(cluster = %key.cluster, workload = %key.workload, alerts = batch.alerts.len(), "analyzing a batch");
-        let outcome = (self.work)(key, batch.alerts).await;
+        let span = tracing::info_span!(
+            "batch",
+            cluster = %key.cluster,
+            workload = %key.workload,
+            lead = batch.alerts.first().map(|alert| alert.correlation_id.as_str()).unwrap_or(""),
+            alerts = batch.alerts.len(),
+        );
+        let outcome = tracing::Instrument::instrument((self.work)(key, batch.alerts), span).await;
         for waiter in batch.waiters {
             // A waiter whose handler was cancelled at shutdown is gone;
             // its message is redelivered.
@@ -128,7 +134,8 @@ impl Batcher {
 /// A `deployment`, `statefulset` or `daemonset` label names the workload.
 /// A `pod` label is mapped to its owner by the names controllers give
 /// pods: `<deployment>-<replicaset hash>-<5 characters>`,
-/// `<statefulset>-<ordinal>`, and `<daemonset or job>-<5 characters>`.
+/// `<statefulset>-<ordinal>`, and `<daemonset>-<5 characters>` (Job pods
+/// look the same and share the key of a DaemonSet of their name).
 /// NOTE: these are naming conventions, not owner references; a pod named
 /// otherwise is its own key. Volumes and nodes are their own keys; an alert
 /// naming no object falls back to Alertmanager's group key, then to its
@@ -177,8 +184,10 @@ fn pod_owner(pod: &str) -> String {
     if n >= 2 && parts[n - 1].bytes().all(|b| b.is_ascii_digit()) && !parts[n - 1].is_empty() {
         return format!("statefulset/{}", parts[..n - 1].join("-"));
     }
+    // DaemonSet pods (and Job pods) end in five random characters; the
+    // key is shared with alerts that carry the `daemonset` label.
     if n >= 2 && hashlike(parts[n - 1], 5, 5) {
-        return format!("pod-owner/{}", parts[..n - 1].join("-"));
+        return format!("daemonset/{}", parts[..n - 1].join("-"));
     }
     format!("pod/{pod}")
 }
@@ -203,7 +212,7 @@ mod tests {
         let cases = [
             ("checkout-7d9f8b6c5d-x2x4k", "shop/deployment/checkout"),
             ("postgres-2", "shop/statefulset/postgres"),
-            ("fluentd-x7k2p", "shop/pod-owner/fluentd"),
+            ("fluentd-x7k2p", "shop/daemonset/fluentd"),
             ("standalone", "shop/pod/standalone"),
         ];
         for (pod, expected) in cases {

@@ -164,9 +164,10 @@ impl Inner {
     /// Analyzes one batch while holding the workload's claim, so that two
     /// replicas never analyze one workload at once.
     async fn analyze_batch(&self, key: BatchKey, alerts: Vec<AlertEvent>) -> Outcome {
+        let holder = Uuid::new_v4();
         match self
             .store
-            .claim_workload(&key.cluster, &key.workload, self.claim_lease)
+            .claim_workload(&key.cluster, &key.workload, holder, self.claim_lease)
             .await
         {
             Ok(true) => {}
@@ -183,7 +184,7 @@ impl Inner {
 
         if let Err(error) = self
             .store
-            .release_workload(&key.cluster, &key.workload)
+            .release_workload(&key.cluster, &key.workload, holder)
             .await
         {
             // The claim expires on its own.
@@ -285,10 +286,9 @@ impl Inner {
         if let Err(outcome) = self.publish_stored(&key.cluster, stored).await {
             return outcome;
         }
-        if let Outcome::Done = self.processed(lead_id, "firing").await {
-            self.cover(&correlation_ids[1..], proposal_id).await
-        } else {
-            Outcome::Retry("failed to record the lead alert as handled".to_owned())
+        match self.processed(lead_id, "firing").await {
+            Outcome::Done => self.cover(&correlation_ids[1..], proposal_id).await,
+            failure => failure,
         }
     }
 

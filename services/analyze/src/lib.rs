@@ -240,14 +240,19 @@ pub async fn run(
         description: "Steward analyze: recommends an action per root cause".to_owned(),
         settings: config.consumer.clone(),
     };
-    // A workload claim outlives the slowest analysis: every LLM attempt at
-    // its timeout (none without endpoints), plus the batch window.
+    // A workload claim outlives a slow analysis: every LLM attempt at the
+    // longer of the two timeouts (none without endpoints), plus the batch
+    // window. NOTE: time spent waiting for a free endpoint slot is not
+    // bounded; an analysis that outlives its claim can overlap another
+    // replica's analysis of the workload, and the guard's cooldown then
+    // rejects the second proposal.
     let llm_time = if config.llm.urls.is_empty() {
         Duration::ZERO
     } else {
         config
             .llm
             .timeout
+            .max(config.llm.cold_timeout)
             .saturating_mul(config.llm.attempts.max(1) as u32)
     };
     let claim_lease = llm_time + config.batch.window + Duration::from_secs(30);

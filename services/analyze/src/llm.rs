@@ -62,13 +62,17 @@ pub enum LlmError {
 
 impl LlmError {
     /// Returns whether another attempt, on this or another endpoint, may
-    /// succeed: true for transport failures, timeouts, 429 and 5xx (Ollama
-    /// answers 503 when its queue is full) and malformed responses; false
-    /// for answers the model produced, which the same prompt produces again.
+    /// succeed: true for transport failures, timeouts, 5xx (Ollama answers
+    /// 503 when its queue is full), 429, endpoint problems another endpoint
+    /// may not share (401, 403, 404, 408) and malformed responses; false for
+    /// a request the server found invalid (400, 422) and for answers the
+    /// model produced, which the same prompt produces again.
     pub fn is_retryable(&self) -> bool {
         match self {
             LlmError::Transport { .. } | LlmError::Timeout { .. } | LlmError::Shape(_) => true,
-            LlmError::Status { status, .. } => *status == 429 || *status >= 500,
+            LlmError::Status { status, .. } => {
+                matches!(*status, 401 | 403 | 404 | 408 | 429) || *status >= 500
+            }
             LlmError::Truncated(_)
             | LlmError::NotJson(_)
             | LlmError::Rejected(_)

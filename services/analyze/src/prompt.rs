@@ -201,7 +201,7 @@ fn answer_schema(actions: &[&ActionSpec], candidates: &[Target]) -> Value {
                     "target": {"type": "string", "enum": targets},
                     "parameters": parameters_schema(spec),
                     "confidence": {"type": "integer", "minimum": 0, "maximum": 100},
-                    "reasoning": {"type": "string", "minLength": 1, "maxLength": 400},
+                    "reasoning": {"type": "string", "minLength": 1, "maxLength": MAX_REASONING_CHARS},
                 },
                 "required": ["action", "target", "parameters", "confidence", "reasoning"],
                 "additionalProperties": false,

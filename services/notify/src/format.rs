@@ -107,6 +107,9 @@ fn analyzer(proposal: &Proposal) -> String {
     let analysis = proposal.analysis.clone().unwrap_or_default();
     match analysis.analyzer() {
         AnalyzerKind::Llm => format!("llm:{}", analysis.model),
+        AnalyzerKind::Escalation => {
+            format!("escalation (llm failed: {})", analysis.fallback_reason)
+        }
         _ if !analysis.fallback_reason.is_empty() => {
             format!("rules (llm failed: {})", analysis.fallback_reason)
         }
