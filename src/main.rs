@@ -1,5 +1,6 @@
 //! `steward`: the operator command line. It reads Steward's Postgres
-//! database: the action history and the dead letters.
+//! database (the action history and the dead letters) and prints the
+//! files generated from the action registry.
 
 use std::process::ExitCode;
 
@@ -25,6 +26,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Print execute's RBAC ClusterRole, generated from the action registry.
+    Rbac,
+    /// Print the Markdown table of every action, generated from the registry.
+    ActionsDoc,
     /// Apply the database migrations and exit.
     Migrate,
     /// List the most recent actions, newest first.
@@ -54,10 +59,23 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // These need no database.
+    match cli.command {
+        Command::Rbac => {
+            print!("{}", steward_actions::rbac::cluster_role_yaml());
+            return Ok(());
+        }
+        Command::ActionsDoc => {
+            print!("{}", steward_actions::docs::actions_markdown());
+            return Ok(());
+        }
+        _ => {}
+    }
     let store = Store::connect_once(&cli.database)
         .await
         .with_context(|| format!("while connecting to {}", redact(&cli.database.url)))?;
     match cli.command {
+        Command::Rbac | Command::ActionsDoc => {}
         Command::Migrate => {
             store.migrate().await?;
             println!("migrations applied");

@@ -111,7 +111,7 @@ async fn alertmanager_alert_reaches_a_notification_and_the_history() {
         "confidence=0.80",
         "analyzer=rules",
         "guard=approved [confidence 0.80 meets the threshold 0.70;",
-        "result=dry-run succeeded [would patch deployment shop/checkout",
+        "result=dry-run succeeded [would patch deployment/shop/checkout",
         "reasoning=\"KubeDeploymentReplicasMismatch on deployment/shop/checkout:",
     ] {
         assert!(line.contains(expected), "{expected:?} missing from: {line}");

@@ -3,24 +3,37 @@
 //! Each action carries its name, category, a one-line description for the
 //! prompt, a typed parameter schema with bounds and defaults, the target
 //! kinds it applies to, a risk level and the Kubernetes permissions it
-//! needs. Analyzers may only choose from here, and [`validate`] checks every
-//! choice before the guard sees it.
+//! needs. Analyzers may only choose from here, [`validate`] checks every
+//! choice before the guard sees it, and the RBAC role in `deploy/` and the
+//! action table in `docs/` are generated from it ([`rbac`], [`docs`]).
+
+pub mod docs;
+pub mod jobs;
+mod params;
+pub mod rbac;
+mod registry;
+mod target;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 
 use serde_json::{Value, json};
-use steward_proto::v1::parameter_value::Kind as ValueKind;
 use steward_proto::v1::{ParameterValue, TargetKind};
+
+pub use params::{
+    DefaultValue, Param, ParamKind, ParamSpec, Parameters, Requirement, TextRule,
+    parameters_from_json, parameters_to_json, parse_quantity,
+};
+pub use registry::REGISTRY;
+pub use target::{TargetError, is_dns_label, is_dns_subdomain, validate_target};
 
 /// How much damage an action can do when it is wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Risk {
-    /// Changes nothing, or only adds capacity.
+    /// Changes nothing, or only adds capacity or information.
     Low,
     /// Restarts or replaces running pods.
     Medium,
-    /// Removes capacity or data, or affects a whole node.
+    /// Removes capacity or data, cuts traffic, or affects a whole node.
     High,
 }
 
@@ -38,8 +51,20 @@ impl Risk {
 /// The area an action belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Category {
-    /// Deployments, stateful sets, daemon sets, pods and jobs.
+    /// Deployments, stateful sets, daemon sets, pods, jobs and autoscalers.
     Workload,
+    /// Nodes.
+    Node,
+    /// Volumes and the data on them.
+    Storage,
+    /// Network isolation, secrets and evidence.
+    Security,
+    /// Cluster networking and service meshes.
+    Network,
+    /// Databases run as stateful sets.
+    Database,
+    /// Logging and profiling.
+    Monitoring,
     /// Escalation to people without changing anything.
     Escalation,
 }
@@ -49,35 +74,15 @@ impl Category {
     pub fn as_str(self) -> &'static str {
         match self {
             Category::Workload => "workload",
+            Category::Node => "node",
+            Category::Storage => "storage",
+            Category::Security => "security",
+            Category::Network => "network",
+            Category::Database => "database",
+            Category::Monitoring => "monitoring",
             Category::Escalation => "escalation",
         }
     }
-}
-
-/// Type and bounds of a parameter.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ParamKind {
-    /// A whole number in `min..=max`.
-    Integer {
-        /// Smallest allowed value.
-        min: i64,
-        /// Largest allowed value.
-        max: i64,
-    },
-}
-
-/// One parameter of an action.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ParamSpec {
-    /// Parameter name.
-    pub name: &'static str,
-    /// What it controls, with its unit.
-    pub description: &'static str,
-    /// Type and bounds.
-    pub kind: ParamKind,
-    /// Value used when the analyzer leaves it out; `None` makes it
-    /// required.
-    pub default: Option<i64>,
 }
 
 /// A Kubernetes permission an action needs, for the RBAC role.
@@ -108,77 +113,11 @@ pub struct ActionSpec {
     pub risk: Risk,
     /// Kubernetes permissions it needs.
     pub permissions: &'static [Permission],
+    /// It runs the Job template configured for the target's workload
+    /// instead of a generic API call, so it is offered only where one is
+    /// configured.
+    pub job_template: bool,
 }
-
-/// Every action Steward knows.
-pub static REGISTRY: &[ActionSpec] = &[
-    ActionSpec {
-        name: "scale_deployment",
-        category: Category::Workload,
-        description: "Set a deployment's replica count through the scale subresource.",
-        params: &[ParamSpec {
-            name: "replicas",
-            description: "desired replica count",
-            kind: ParamKind::Integer { min: 1, max: 50 },
-            default: None,
-        }],
-        targets: &[TargetKind::Deployment],
-        risk: Risk::Medium,
-        permissions: &[Permission {
-            api_group: "apps",
-            resource: "deployments/scale",
-            verbs: &["get", "patch"],
-        }],
-    },
-    ActionSpec {
-        name: "restart_deployment",
-        category: Category::Workload,
-        description: "Roll out new pods for a deployment, as `kubectl rollout restart` does.",
-        params: &[],
-        targets: &[TargetKind::Deployment],
-        risk: Risk::Medium,
-        permissions: &[Permission {
-            api_group: "apps",
-            resource: "deployments",
-            verbs: &["get", "patch"],
-        }],
-    },
-    ActionSpec {
-        name: "delete_pod",
-        category: Category::Workload,
-        description: "Delete one pod that a controller owns, so that the controller replaces it.",
-        params: &[ParamSpec {
-            name: "grace_period_seconds",
-            description: "seconds the pod gets to shut down",
-            kind: ParamKind::Integer { min: 0, max: 300 },
-            default: Some(30),
-        }],
-        targets: &[TargetKind::Pod],
-        risk: Risk::Medium,
-        permissions: &[Permission {
-            api_group: "",
-            resource: "pods",
-            verbs: &["get", "delete"],
-        }],
-    },
-    ActionSpec {
-        name: "notify_only",
-        category: Category::Escalation,
-        description: "Change nothing and escalate the alert to people.",
-        params: &[],
-        targets: &[
-            TargetKind::Pod,
-            TargetKind::Deployment,
-            TargetKind::Statefulset,
-            TargetKind::Daemonset,
-            TargetKind::Node,
-            TargetKind::PersistentVolumeClaim,
-            TargetKind::Unspecified,
-        ],
-        risk: Risk::Low,
-        permissions: &[],
-    },
-];
 
 /// Name of the action that changes nothing and escalates to people.
 pub const NOTIFY_ONLY: &str = "notify_only";
@@ -251,146 +190,18 @@ pub enum ValidationError {
         /// Largest allowed value.
         max: i64,
     },
-}
-
-/// Why a target cannot be acted on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TargetError {
-    /// The namespace is not a DNS-1123 label.
-    #[error(
-        "namespace {0:?} is not a valid Kubernetes namespace name (lower-case letters, digits and '-', at most 63)"
-    )]
-    Namespace(String),
-    /// The name is not a DNS-1123 subdomain.
-    #[error(
-        "name {0:?} is not a valid Kubernetes object name (lower-case letters, digits, '-' and '.', at most 253)"
-    )]
-    Name(String),
-    /// A namespaced kind has no namespace, or a cluster-scoped one has one.
-    #[error("a {kind} target {problem}")]
-    Scope {
-        /// Kind label.
-        kind: &'static str,
-        /// What is wrong.
-        problem: &'static str,
+    /// A text parameter breaks its rule.
+    #[error("parameter {name} of {action} is {value:?}, which is not {rule}")]
+    BadText {
+        /// Action name.
+        action: &'static str,
+        /// Parameter name.
+        name: &'static str,
+        /// The value received.
+        value: String,
+        /// What the value must be.
+        rule: &'static str,
     },
-}
-
-/// Checks that a target's namespace and name are valid Kubernetes names,
-/// so that no label text reaches a Kubernetes API path unchecked. The
-/// unspecified kind (an alert that names no object) passes with empty
-/// fields only.
-///
-/// # Errors
-/// Returns the first invalid part.
-pub fn validate_target(target: &steward_proto::v1::Target) -> Result<(), TargetError> {
-    let kind = target.kind();
-    if kind == TargetKind::Unspecified {
-        if target.namespace.is_empty() && target.name.is_empty() {
-            return Ok(());
-        }
-        return Err(TargetError::Scope {
-            kind: kind.label(),
-            problem: "must not name an object",
-        });
-    }
-    let cluster_scoped = kind == TargetKind::Node;
-    match (cluster_scoped, target.namespace.is_empty()) {
-        (true, false) => {
-            return Err(TargetError::Scope {
-                kind: kind.label(),
-                problem: "is cluster-scoped and takes no namespace",
-            });
-        }
-        (false, true) => {
-            return Err(TargetError::Scope {
-                kind: kind.label(),
-                problem: "needs a namespace",
-            });
-        }
-        (false, false) if !is_dns_label(&target.namespace) => {
-            return Err(TargetError::Namespace(target.namespace.clone()));
-        }
-        _ => {}
-    }
-    if !is_dns_subdomain(&target.name) {
-        return Err(TargetError::Name(target.name.clone()));
-    }
-    Ok(())
-}
-
-/// Returns whether `value` is a DNS-1123 label: lower-case alphanumerics
-/// and `-`, starting and ending with an alphanumeric, at most 63
-/// characters (the rule for namespace names).
-pub fn is_dns_label(value: &str) -> bool {
-    value.len() <= 63 && is_dns_name(value, false)
-}
-
-/// Returns whether `value` is a DNS-1123 subdomain: lower-case
-/// alphanumerics, `-` and `.`, starting and ending with an alphanumeric,
-/// at most 253 characters (the rule for most object names).
-pub fn is_dns_subdomain(value: &str) -> bool {
-    value.len() <= 253 && is_dns_name(value, true)
-}
-
-fn is_dns_name(value: &str, dots: bool) -> bool {
-    let bytes = value.as_bytes();
-    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    edge(bytes.first())
-        && edge(bytes.last())
-        && bytes.iter().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || (dots && *b == b'.')
-        })
-}
-
-/// Validated parameters, with defaults filled in.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Parameters(BTreeMap<&'static str, i64>);
-
-impl Parameters {
-    /// Returns an integer parameter.
-    pub fn integer(&self, name: &str) -> Option<i64> {
-        self.0.get(name).copied()
-    }
-
-    /// Returns the parameters as protobuf values.
-    pub fn to_proto(&self) -> HashMap<String, ParameterValue> {
-        self.0
-            .iter()
-            .map(|(name, value)| {
-                (
-                    (*name).to_owned(),
-                    ParameterValue {
-                        kind: Some(ValueKind::IntValue(*value)),
-                    },
-                )
-            })
-            .collect()
-    }
-
-    /// Returns the parameters as a JSON object.
-    pub fn to_json(&self) -> Value {
-        Value::Object(
-            self.0
-                .iter()
-                .map(|(name, value)| ((*name).to_owned(), json!(value)))
-                .collect(),
-        )
-    }
-}
-
-impl fmt::Display for Parameters {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        for (name, value) in &self.0 {
-            if !first {
-                f.write_str(", ")?;
-            }
-            first = false;
-            write!(f, "{name}={value}")?;
-        }
-        Ok(())
-    }
 }
 
 /// Checks an action choice against the registry: the action exists,
@@ -422,100 +233,64 @@ pub fn validate(
 
     let mut values = BTreeMap::new();
     for param in spec.params {
-        let value = match params.get(param.name).and_then(|value| value.kind.as_ref()) {
-            None => param.default.ok_or(ValidationError::MissingParameter {
-                action: spec.name,
-                name: param.name,
-            })?,
-            Some(ValueKind::IntValue(value)) => *value,
-            Some(other) => {
-                return Err(ValidationError::WrongType {
-                    action: spec.name,
-                    name: param.name,
-                    expected: "an integer",
-                    got: describe(other),
-                });
+        let given = params.get(param.name).and_then(|value| value.kind.as_ref());
+        let Some(given) = given else {
+            match param.requirement {
+                Requirement::Required => {
+                    return Err(ValidationError::MissingParameter {
+                        action: spec.name,
+                        name: param.name,
+                    });
+                }
+                Requirement::Default(DefaultValue::Integer(value)) => {
+                    values.insert(param.name, Param::Integer(value));
+                }
+                Requirement::Default(DefaultValue::Bool(value)) => {
+                    values.insert(param.name, Param::Bool(value));
+                }
+                Requirement::Optional => {}
             }
+            continue;
         };
-        let ParamKind::Integer { min, max } = param.kind;
-        if !(min..=max).contains(&value) {
-            return Err(ValidationError::OutOfRange {
+        let value = params::check_value(param, given).map_err(|error| match error {
+            params::CheckError::OutOfRange { value, min, max } => ValidationError::OutOfRange {
                 action: spec.name,
                 name: param.name,
                 value,
                 min,
                 max,
-            });
-        }
+            },
+            params::CheckError::Rule { value, rule } => ValidationError::BadText {
+                action: spec.name,
+                name: param.name,
+                value,
+                rule,
+            },
+            params::CheckError::Type { expected, got } => ValidationError::WrongType {
+                action: spec.name,
+                name: param.name,
+                expected,
+                got,
+            },
+        })?;
         values.insert(param.name, value);
     }
     Ok((spec, Parameters(values)))
 }
 
-/// Converts a JSON object of parameters, as a language model writes them,
-/// into protobuf values without coercing types: `3.0` stays a number and
-/// fails an integer parameter.
-///
-/// # Errors
-/// Fails on nested values (arrays, objects, null), naming the parameter.
-pub fn parameters_from_json(
-    object: &serde_json::Map<String, Value>,
-) -> Result<HashMap<String, ParameterValue>, String> {
-    let mut params = HashMap::new();
-    for (name, value) in object {
-        let kind = match value {
-            Value::Bool(b) => ValueKind::BoolValue(*b),
-            Value::String(s) => ValueKind::StringValue(s.clone()),
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => ValueKind::IntValue(i),
-                None => ValueKind::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
-            },
-            Value::Null | Value::Array(_) | Value::Object(_) => {
-                return Err(format!("parameter {name:?} must be a scalar, got {value}"));
-            }
-        };
-        params.insert(name.clone(), ParameterValue { kind: Some(kind) });
-    }
-    Ok(params)
-}
-
-/// Converts protobuf parameter values into a JSON object, for storage.
-pub fn parameters_to_json(params: &HashMap<String, ParameterValue>) -> Value {
-    let object = params
-        .iter()
-        .map(|(name, value)| {
-            let value = match &value.kind {
-                Some(ValueKind::IntValue(v)) => json!(v),
-                Some(ValueKind::NumberValue(v)) => json!(v),
-                Some(ValueKind::StringValue(v)) => json!(v),
-                Some(ValueKind::BoolValue(v)) => json!(v),
-                None => Value::Null,
-            };
-            (name.clone(), value)
-        })
-        .collect();
-    Value::Object(object)
-}
-
 /// Returns the JSON schema of an action's parameters object.
 pub fn parameters_schema(spec: &ActionSpec) -> Value {
-    let mut properties = serde_json::Map::new();
-    let mut required = Vec::new();
-    for param in spec.params {
-        let ParamKind::Integer { min, max } = param.kind;
-        let mut schema = json!({
-            "type": "integer",
-            "minimum": min,
-            "maximum": max,
-            "description": param.description,
-        });
-        if let Some(default) = param.default {
-            schema["default"] = json!(default);
-        } else {
-            required.push(param.name);
-        }
-        properties.insert(param.name.to_owned(), schema);
-    }
+    let properties: serde_json::Map<String, Value> = spec
+        .params
+        .iter()
+        .map(|param| (param.name.to_owned(), param.schema()))
+        .collect();
+    let required: Vec<&str> = spec
+        .params
+        .iter()
+        .filter(|param| param.requirement == Requirement::Required)
+        .map(|param| param.name)
+        .collect();
     json!({
         "type": "object",
         "properties": properties,
@@ -524,22 +299,20 @@ pub fn parameters_schema(spec: &ActionSpec) -> Value {
     })
 }
 
-fn describe(value: &ValueKind) -> String {
-    match value {
-        ValueKind::IntValue(v) => format!("integer {v}"),
-        ValueKind::NumberValue(v) => format!("number {v}"),
-        ValueKind::StringValue(v) => format!("string {v:?}"),
-        ValueKind::BoolValue(v) => format!("boolean {v}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use steward_proto::v1::parameter_value::Kind as ValueKind;
 
     fn int(value: i64) -> ParameterValue {
         ParameterValue {
             kind: Some(ValueKind::IntValue(value)),
+        }
+    }
+
+    fn string(value: &str) -> ParameterValue {
+        ParameterValue {
+            kind: Some(ValueKind::StringValue(value.to_owned())),
         }
     }
 
@@ -548,6 +321,26 @@ mod tests {
             kind: kind as i32,
             namespace: namespace.to_owned(),
             name: name.to_owned(),
+        }
+    }
+
+    #[test]
+    fn registry_has_every_advertised_action() {
+        assert!(REGISTRY.len() >= 26, "{} actions", REGISTRY.len());
+        for (index, spec) in REGISTRY.iter().enumerate() {
+            assert!(
+                REGISTRY[index + 1..]
+                    .iter()
+                    .all(|other| other.name != spec.name),
+                "{} appears twice",
+                spec.name
+            );
+            assert!(!spec.targets.is_empty(), "{} applies to nothing", spec.name);
+            assert!(
+                spec.name == NOTIFY_ONLY || !spec.permissions.is_empty(),
+                "{} needs no permission",
+                spec.name
+            );
         }
     }
 
@@ -600,35 +393,25 @@ mod tests {
     }
 
     #[test]
-    fn names_are_unique() {
-        for (index, spec) in REGISTRY.iter().enumerate() {
-            assert!(
-                REGISTRY[index + 1..]
-                    .iter()
-                    .all(|other| other.name != spec.name),
-                "{} appears twice",
-                spec.name
-            );
-        }
-    }
-
-    #[test]
     fn validate_fills_defaults() {
         let (_, params) = validate("delete_pod", TargetKind::Pod, &HashMap::new()).expect("valid");
         assert_eq!(params.integer("grace_period_seconds"), Some(30));
+        let (_, params) =
+            validate("quarantine_pod", TargetKind::Pod, &HashMap::new()).expect("valid");
+        assert_eq!(params.boolean("allow_dns"), Some(false));
+        assert_eq!(params.text("investigation_namespace"), None);
     }
 
     #[test]
     fn validate_rejects_unknown_action() {
-        let error =
-            validate("rm_rf", TargetKind::Pod, &HashMap::new()).expect_err("the call must fail");
+        let error = validate("rm_rf", TargetKind::Pod, &HashMap::new()).expect_err("unknown");
         assert_eq!(error, ValidationError::UnknownAction("rm_rf".into()));
     }
 
     #[test]
     fn validate_rejects_wrong_target_kind() {
         let error = validate("restart_deployment", TargetKind::Node, &HashMap::new())
-            .expect_err("the call must fail");
+            .expect_err("wrong kind");
         assert_eq!(
             error.to_string(),
             "action restart_deployment does not apply to a node target"
@@ -638,7 +421,7 @@ mod tests {
     #[test]
     fn validate_rejects_missing_required_parameter() {
         let error = validate("scale_deployment", TargetKind::Deployment, &HashMap::new())
-            .expect_err("the call must fail");
+            .expect_err("missing");
         assert_eq!(
             error.to_string(),
             "action scale_deployment requires parameter replicas"
@@ -649,7 +432,7 @@ mod tests {
     fn validate_rejects_out_of_range_values() {
         let params = HashMap::from([("replicas".to_owned(), int(500))]);
         let error = validate("scale_deployment", TargetKind::Deployment, &params)
-            .expect_err("the call must fail");
+            .expect_err("out of range");
         assert_eq!(
             error.to_string(),
             "parameter replicas of scale_deployment is 500, outside 1..=50"
@@ -659,8 +442,8 @@ mod tests {
     #[test]
     fn validate_rejects_unknown_parameter() {
         let params = HashMap::from([("force".to_owned(), int(1))]);
-        let error = validate("restart_deployment", TargetKind::Deployment, &params)
-            .expect_err("the call must fail");
+        let error =
+            validate("restart_deployment", TargetKind::Deployment, &params).expect_err("unknown");
         assert!(
             matches!(error, ValidationError::UnknownParameter { .. }),
             "{error}"
@@ -668,11 +451,39 @@ mod tests {
     }
 
     #[test]
+    fn validate_checks_text_rules() {
+        let params = HashMap::from([
+            ("container".to_owned(), string("app")),
+            ("memory_limit".to_owned(), string("lots")),
+        ]);
+        let error = validate("increase_resources", TargetKind::Deployment, &params)
+            .expect_err("bad quantity");
+        assert!(
+            matches!(
+                error,
+                ValidationError::BadText {
+                    name: "memory_limit",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+
+        let params = HashMap::from([
+            ("container".to_owned(), string("app")),
+            ("memory_limit".to_owned(), string("512Mi")),
+        ]);
+        let (_, parsed) =
+            validate("increase_resources", TargetKind::Deployment, &params).expect("valid");
+        assert_eq!(parsed.text("memory_limit"), Some("512Mi"));
+    }
+
+    #[test]
     fn json_floats_fail_integer_parameters() {
         let object = serde_json::from_str::<Value>(r#"{"replicas": 3.0}"#).expect("json");
         let params = parameters_from_json(object.as_object().expect("object")).expect("scalars");
-        let error = validate("scale_deployment", TargetKind::Deployment, &params)
-            .expect_err("the call must fail");
+        let error =
+            validate("scale_deployment", TargetKind::Deployment, &params).expect_err("a float");
         assert!(
             matches!(error, ValidationError::WrongType { .. }),
             "{error}"
@@ -685,5 +496,12 @@ mod tests {
         let schema = parameters_schema(spec);
         assert_eq!(schema["required"], json!(["replicas"]));
         assert_eq!(schema["properties"]["replicas"]["maximum"], json!(50));
+        let spec = find("increase_resources").expect("registered");
+        let schema = parameters_schema(spec);
+        assert_eq!(schema["required"], json!(["container"]));
+        assert_eq!(
+            schema["properties"]["memory_limit"]["type"],
+            json!("string")
+        );
     }
 }

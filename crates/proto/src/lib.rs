@@ -48,6 +48,9 @@ impl v1::TargetKind {
             Self::Daemonset => "DaemonSet",
             Self::Node => "Node",
             Self::PersistentVolumeClaim => "PersistentVolumeClaim",
+            Self::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
+            Self::Job => "Job",
+            Self::Secret => "Secret",
         }
     }
 
@@ -62,6 +65,9 @@ impl v1::TargetKind {
             Self::Daemonset => "daemonset",
             Self::Node => "node",
             Self::PersistentVolumeClaim => "persistentvolumeclaim",
+            Self::HorizontalPodAutoscaler => "horizontalpodautoscaler",
+            Self::Job => "job",
+            Self::Secret => "secret",
         }
     }
 
@@ -74,9 +80,28 @@ impl v1::TargetKind {
             "daemonset" => Self::Daemonset,
             "node" => Self::Node,
             "persistentvolumeclaim" => Self::PersistentVolumeClaim,
+            "horizontalpodautoscaler" => Self::HorizontalPodAutoscaler,
+            "job" => Self::Job,
+            "secret" => Self::Secret,
             _ => return None,
         })
     }
+}
+
+impl v1::TargetKind {
+    /// Every kind an action can target, in the order analyzers prefer them
+    /// when an alert names several objects.
+    pub const OBJECTS: [v1::TargetKind; 9] = [
+        v1::TargetKind::PersistentVolumeClaim,
+        v1::TargetKind::Pod,
+        v1::TargetKind::Job,
+        v1::TargetKind::HorizontalPodAutoscaler,
+        v1::TargetKind::Deployment,
+        v1::TargetKind::Statefulset,
+        v1::TargetKind::Daemonset,
+        v1::TargetKind::Secret,
+        v1::TargetKind::Node,
+    ];
 }
 
 impl std::fmt::Display for v1::Target {
@@ -123,6 +148,9 @@ mod tests {
             v1::TargetKind::Daemonset,
             v1::TargetKind::Node,
             v1::TargetKind::PersistentVolumeClaim,
+            v1::TargetKind::HorizontalPodAutoscaler,
+            v1::TargetKind::Job,
+            v1::TargetKind::Secret,
         ] {
             assert_eq!(v1::TargetKind::from_label(kind.label()), Some(kind));
         }

@@ -17,6 +17,12 @@ pub struct Config {
     #[arg(long, env = "STEWARD_ANALYZE_CONSUMER", default_value = "analyze")]
     pub consumer_name: String,
 
+    /// File of job templates (the same file execute reads): actions that
+    /// run a job template are offered only for targets that have one.
+    /// Unset: such actions are never offered.
+    #[arg(long, env = "STEWARD_JOB_TEMPLATES")]
+    pub job_templates: Option<PathBuf>,
+
     /// Language model endpoints.
     #[command(flatten)]
     pub llm: LlmConfig,

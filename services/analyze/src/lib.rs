@@ -37,6 +37,7 @@ use llm::ClientSettings;
 use pool::{Pool, PoolSettings};
 use prompt::{HistoryLine, Prompt};
 use rules::RuleAnalyzer;
+use steward_actions::jobs::JobTemplates;
 
 /// An analyzer's choice, before it becomes a proposal.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +62,7 @@ pub struct Analyzers {
     pool: Option<Arc<Pool>>,
     rules: RuleAnalyzer,
     fallback: Fallback,
+    templates: JobTemplates,
     metrics: Arc<Metrics>,
 }
 
@@ -71,8 +73,15 @@ impl Analyzers {
             pool,
             rules: RuleAnalyzer,
             fallback,
+            templates: JobTemplates::default(),
             metrics,
         }
+    }
+
+    /// Offers the actions of `templates` for the targets that have one.
+    pub fn with_job_templates(mut self, templates: JobTemplates) -> Self {
+        self.templates = templates;
+        self
     }
 
     /// Builds the analyzers from the configuration, starting the pool's
@@ -128,7 +137,7 @@ impl Analyzers {
             return (self.rules.recommend(&alerts[0], candidates), analysis);
         };
 
-        let prompt = Prompt::new(alerts, candidates, history);
+        let prompt = Prompt::with_templates(alerts, candidates, history, &self.templates);
         let failure = match pool.complete(&prompt).await {
             Ok(answer) => {
                 let usage = answer.completion.usage.clone();
@@ -231,7 +240,12 @@ pub async fn run(
     else {
         return Ok(());
     };
-    let analyzers = Analyzers::from_config(&config.llm, service.metrics.clone(), &shutdown)?;
+    let templates = match &config.job_templates {
+        Some(path) => JobTemplates::load(path).map_err(anyhow::Error::msg)?,
+        None => JobTemplates::default(),
+    };
+    let analyzers = Analyzers::from_config(&config.llm, service.metrics.clone(), &shutdown)?
+        .with_job_templates(templates);
 
     let spec = ConsumerSpec {
         stream: service.bus.names().alerts_stream(),

@@ -12,6 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Value, json};
+use steward_actions::jobs::JobTemplates;
 use steward_actions::{ActionSpec, REGISTRY, parameters_schema};
 use steward_proto::v1::{AlertEvent, Target};
 
@@ -43,9 +44,21 @@ pub struct Prompt {
 
 impl Prompt {
     /// Builds the prompt for alerts that share a root cause (one alert, or
-    /// a batch about one workload), choosing among `candidates`.
+    /// a batch about one workload), choosing among `candidates`. Actions
+    /// that run a job template are not offered.
     pub fn new(alerts: &[AlertEvent], candidates: &[Target], history: &[HistoryLine]) -> Self {
-        let actions = offered_actions(candidates);
+        Self::with_templates(alerts, candidates, history, &JobTemplates::default())
+    }
+
+    /// Builds the prompt like [`Prompt::new`], also offering the actions
+    /// that run a job template configured for one of the candidates.
+    pub fn with_templates(
+        alerts: &[AlertEvent],
+        candidates: &[Target],
+        history: &[HistoryLine],
+        templates: &JobTemplates,
+    ) -> Self {
+        let actions = offered_actions(candidates, templates);
 
         let mut system = String::from(
             "You are Steward, a Kubernetes remediation assistant. The alerts below share one cause. \
@@ -85,7 +98,7 @@ impl Prompt {
         Self {
             system,
             user,
-            schema: answer_schema(&actions, candidates),
+            schema: answer_schema(&actions, candidates, templates),
         }
     }
 
@@ -128,17 +141,28 @@ fn escape_delimiters(text: &str) -> String {
     text.replace('<', "\\u003c").replace('>', "\\u003e")
 }
 
-/// Returns the actions that apply to at least one candidate, and
+/// Returns the actions that apply to at least one candidate (for a
+/// job-template action, a candidate with a configured template), and
 /// `notify_only`.
-pub fn offered_actions(candidates: &[Target]) -> Vec<&'static ActionSpec> {
-    let kinds: Vec<_> = candidates.iter().map(Target::kind).collect();
+pub fn offered_actions(
+    candidates: &[Target],
+    templates: &JobTemplates,
+) -> Vec<&'static ActionSpec> {
     REGISTRY
         .iter()
         .filter(|spec| {
             spec.name == steward_actions::NOTIFY_ONLY
-                || kinds.iter().any(|kind| spec.targets.contains(kind))
+                || candidates
+                    .iter()
+                    .any(|target| fits(spec, target, templates))
         })
         .collect()
+}
+
+/// Returns whether `spec` can act on `target` at this site.
+fn fits(spec: &ActionSpec, target: &Target, templates: &JobTemplates) -> bool {
+    spec.targets.contains(&target.kind())
+        && (!spec.job_template || templates.find(spec.name, target).is_some())
 }
 
 fn describe_action(spec: &ActionSpec) -> String {
@@ -154,23 +178,7 @@ fn describe_action(spec: &ActionSpec) -> String {
         line.push_str(" Parameters: none.\n");
         return line;
     }
-    let params: Vec<String> = spec
-        .params
-        .iter()
-        .map(|param| {
-            let steward_actions::ParamKind::Integer { min, max } = param.kind;
-            match param.default {
-                Some(default) => format!(
-                    "{} (integer {min}..{max}, default {default}): {}",
-                    param.name, param.description
-                ),
-                None => format!(
-                    "{} (integer {min}..{max}, required): {}",
-                    param.name, param.description
-                ),
-            }
-        })
-        .collect();
+    let params: Vec<String> = spec.params.iter().map(|param| param.describe()).collect();
     line.push_str(" Parameters: ");
     line.push_str(&params.join("; "));
     line.push_str(".\n");
@@ -179,13 +187,17 @@ fn describe_action(spec: &ActionSpec) -> String {
 
 /// Returns the answer schema: one `anyOf` branch per offered action, each
 /// with the targets it applies to and its own parameter schema.
-fn answer_schema(actions: &[&ActionSpec], candidates: &[Target]) -> Value {
+fn answer_schema(
+    actions: &[&ActionSpec],
+    candidates: &[Target],
+    templates: &JobTemplates,
+) -> Value {
     let branches: Vec<Value> = actions
         .iter()
         .filter_map(|spec| {
             let mut targets: Vec<String> = candidates
                 .iter()
-                .filter(|target| spec.targets.contains(&target.kind()))
+                .filter(|target| fits(spec, target, templates))
                 .map(ToString::to_string)
                 .collect();
             if spec.name == steward_actions::NOTIFY_ONLY && targets.is_empty() {
@@ -414,11 +426,18 @@ mod tests {
             [
                 &json!("scale_deployment"),
                 &json!("restart_deployment"),
+                &json!("rollback_deployment"),
+                &json!("increase_resources"),
                 &json!("delete_pod"),
-                &json!("notify_only")
-            ]
+                &json!("quarantine_pod"),
+                &json!("collect_diagnostics"),
+                &json!("reset_service_mesh"),
+                &json!("enable_debug_mode"),
+                &json!("notify_only"),
+            ],
+            "job-template actions need a configured template"
         );
-        let delete = &branches[2]["properties"];
+        let delete = &branches[4]["properties"];
         assert_eq!(
             delete["target"]["enum"],
             json!(["pod/shop/checkout-7d9f-x2x"])
@@ -427,7 +446,28 @@ mod tests {
             delete["parameters"]["properties"]["grace_period_seconds"]["maximum"],
             json!(300)
         );
-        assert!(!prompt.system.contains("delete_pod") || prompt.system.contains("targets: pod"));
+        assert!(
+            !prompt.system.contains("create_heap_dump"),
+            "{}",
+            prompt.system
+        );
+    }
+
+    #[test]
+    fn configured_job_template_offers_its_action() {
+        let templates = JobTemplates::parse(
+            "templates:\n  - action: create_heap_dump\n    namespace: shop\n    job:\n      template:\n        spec:\n          containers: [{name: dump, image: \"dump:1\"}]\n",
+        )
+        .expect("valid templates");
+        let prompt = Prompt::with_templates(&[AlertEvent::default()], &[pod()], &[], &templates);
+        let branches = prompt.schema["anyOf"].as_array().expect("anyOf");
+        assert!(
+            branches
+                .iter()
+                .any(|branch| branch["properties"]["action"]["enum"][0] == "create_heap_dump"),
+            "{}",
+            prompt.schema
+        );
     }
 
     #[test]

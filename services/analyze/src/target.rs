@@ -11,12 +11,20 @@ use steward_proto::v1::{Target, TargetKind};
 
 /// Label names and kinds, most specific first: a pod alert often also
 /// carries the node it runs on, and the pod is what it is about.
-const LABELS: [(&str, TargetKind); 6] = [
+/// kube-state-metrics names a job `job_name`, because `job` is the scrape
+/// job of every Prometheus series.
+const LABELS: [(&str, TargetKind); 9] = [
     ("persistentvolumeclaim", TargetKind::PersistentVolumeClaim),
     ("pod", TargetKind::Pod),
+    ("job_name", TargetKind::Job),
+    (
+        "horizontalpodautoscaler",
+        TargetKind::HorizontalPodAutoscaler,
+    ),
     ("deployment", TargetKind::Deployment),
     ("statefulset", TargetKind::Statefulset),
     ("daemonset", TargetKind::Daemonset),
+    ("secret", TargetKind::Secret),
     ("node", TargetKind::Node),
 ];
 

@@ -42,6 +42,57 @@ pub struct Config {
     )]
     pub execution_lease: std::time::Duration,
 
+    /// File of job templates for the actions no generic API call can do
+    /// (backups, failovers); see `steward_actions::jobs`. Unset: those
+    /// actions fail with a message naming the missing template.
+    #[arg(long, env = "STEWARD_JOB_TEMPLATES")]
+    pub job_templates: Option<PathBuf>,
+
+    /// Largest memory request or limit `increase_resources` sets.
+    #[arg(long, env = "STEWARD_MAX_CONTAINER_MEMORY", default_value = "16Gi", value_parser = parse_quantity)]
+    pub max_container_memory: f64,
+
+    /// Largest CPU request or limit `increase_resources` sets.
+    #[arg(long, env = "STEWARD_MAX_CONTAINER_CPU", default_value = "8", value_parser = parse_quantity)]
+    pub max_container_cpu: f64,
+
+    /// Largest size `expand_pvc` requests.
+    #[arg(long, env = "STEWARD_MAX_VOLUME_SIZE", default_value = "1Ti", value_parser = parse_quantity)]
+    pub max_volume_size: f64,
+
+    /// DaemonSets in kube-system that `restart_network_component` may
+    /// restart, separated by commas.
+    #[arg(
+        long,
+        env = "STEWARD_NETWORK_DAEMONSETS",
+        value_delimiter = ',',
+        default_value = "calico-node,cilium,kube-proxy,aws-node,kube-flannel-ds,canal,weave-net"
+    )]
+    pub network_daemonsets: Vec<String>,
+
+    /// Environment variable `enable_debug_mode` sets, as `NAME=VALUE`.
+    #[arg(long, env = "STEWARD_DEBUG_ENV", default_value = "LOG_LEVEL=debug", value_parser = parse_env)]
+    pub debug_env: (String, String),
+
+    /// Time a live action waits for its effect (a finished rollout) before
+    /// reporting it unverified; `0s` skips the check.
+    #[arg(
+        long,
+        env = "STEWARD_VERIFY_TIMEOUT",
+        default_value = "2m",
+        value_parser = humantime::parse_duration
+    )]
+    pub verify_timeout: std::time::Duration,
+
+    /// Time a job-template action waits for its Job to complete.
+    #[arg(
+        long,
+        env = "STEWARD_JOB_TIMEOUT",
+        default_value = "10m",
+        value_parser = humantime::parse_duration
+    )]
+    pub job_timeout: std::time::Duration,
+
     /// Kubeconfig file. Unset: `KUBECONFIG`, then `~/.kube/config`, then
     /// the in-cluster service account. Live mode fails at start without
     /// credentials; dry-run mode then describes the planned requests
@@ -68,6 +119,25 @@ pub struct Config {
     /// Logs.
     #[command(flatten)]
     pub log: LogConfig,
+}
+
+fn parse_quantity(value: &str) -> Result<f64, String> {
+    steward_actions::parse_quantity(value).ok_or_else(|| {
+        format!("{value:?} is not a Kubernetes quantity such as 500m, 2, 512Mi or 1Ti")
+    })
+}
+
+fn parse_env(value: &str) -> Result<(String, String), String> {
+    let (name, setting) = value
+        .split_once('=')
+        .ok_or_else(|| format!("{value:?} is not NAME=VALUE"))?;
+    let valid = !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    if !valid {
+        return Err(format!("{name:?} is not an environment variable name"));
+    }
+    Ok((name.to_owned(), setting.to_owned()))
 }
 
 /// Whether execute changes the cluster.

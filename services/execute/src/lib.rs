@@ -75,6 +75,21 @@ pub async fn run(
     admin: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let settings = actions::Settings {
+        max_container_memory: config.max_container_memory,
+        max_container_cpu: config.max_container_cpu,
+        max_volume_size: config.max_volume_size,
+        network_daemonsets: config.network_daemonsets.clone(),
+        debug_env: config.debug_env.clone(),
+        verify_timeout: config.verify_timeout,
+        job_timeout: config.job_timeout,
+        job_templates: match &config.job_templates {
+            Some(path) => {
+                steward_actions::jobs::JobTemplates::load(path).map_err(anyhow::Error::msg)?
+            }
+            None => steward_actions::jobs::JobTemplates::default(),
+        },
+    };
     let every_cluster = config.cluster == "*";
     if every_cluster && config.mode == Mode::Live {
         anyhow::bail!(
@@ -133,7 +148,7 @@ pub async fn run(
     let handler = Arc::new(DecisionHandler::new(
         service.bus.clone(),
         service.store.clone(),
-        Executor::new(client, config.mode),
+        Executor::with_settings(client, config.mode, settings),
         (!every_cluster).then(|| config.cluster.clone()),
         config.execution_lease,
         service.metrics.clone(),

@@ -113,7 +113,7 @@ async fn restart_deployment_stamps_the_pod_template() {
 
     assert!(report.succeeded, "{report:?}");
     assert!(
-        report.changes[0].starts_with("did patch deployment shop/checkout"),
+        report.changes[0].starts_with("did patch deployment/shop/checkout"),
         "{report:?}"
     );
     let stored = fake
@@ -191,7 +191,7 @@ async fn dry_run_restart_changes_nothing_and_says_what_it_would_do() {
     assert!(report.succeeded, "{report:?}");
     assert!(
         report.changes[0].starts_with(&format!(
-            "would patch deployment shop/checkout: spec.template.metadata.annotations[{RESTARTED_AT_ANNOTATION}] unset -> "
+            "would patch deployment/shop/checkout: spec.template.metadata.annotations[{RESTARTED_AT_ANNOTATION}] unset -> "
         )),
         "{report:?}"
     );
@@ -226,7 +226,9 @@ async fn dry_run_without_a_cluster_describes_the_request() {
     assert!(report.succeeded);
     assert_eq!(
         report.changes,
-        ["would set deployment shop/checkout spec.replicas to 6 through the scale subresource"]
+        [
+            "would set deployment/shop/checkout spec.replicas to 6 through the scale subresource (no cluster configured: the object was not read)"
+        ]
     );
 }
 
@@ -247,7 +249,7 @@ async fn scale_deployment_sets_replicas_through_the_scale_subresource() {
     assert!(report.succeeded, "{report:?}");
     assert_eq!(
         report.changes,
-        ["did scale deployment shop/checkout: spec.replicas 2 -> 5"]
+        ["did scale deployment/shop/checkout: spec.replicas 2 -> 5"]
     );
     let stored = fake
         .get_json("apps/v1", "deployments", "shop", "checkout")
@@ -394,7 +396,7 @@ async fn missing_targets_fail_with_not_found() {
     )
     .await;
 
-    assert_eq!(restart.error, "deployment shop/ghost not found");
+    assert_eq!(restart.error, "deployment/shop/ghost not found");
     assert!(scale.error.contains("not found"), "{scale:?}");
     assert!(!restart.succeeded && !scale.succeeded);
 }

@@ -206,7 +206,7 @@ async fn dry_run_without_cluster_records_the_plan() {
     assert_eq!(execution.mode(), ExecutionMode::DryRun);
     assert_eq!(execution.outcome(), ExecutionOutcome::Succeeded);
     assert!(
-        execution.changes[0].starts_with("would patch deployment shop/checkout"),
+        execution.changes[0].starts_with("would patch deployment/shop/checkout"),
         "{execution:?}"
     );
     let pool = execute.database.pool().await;
@@ -283,14 +283,14 @@ async fn live_action_on_missing_target_is_recorded_as_failed() {
     let executions = execute.wait_for_executions(1).await;
 
     assert_eq!(executions[0].outcome(), ExecutionOutcome::Failed);
-    assert_eq!(executions[0].error, "deployment shop/checkout not found");
+    assert_eq!(executions[0].error, "deployment/shop/checkout not found");
     let pool = execute.database.pool().await;
     let (status, error): (String, String) = sqlx::query_as("SELECT status, error FROM actions")
         .fetch_one(&pool)
         .await
         .expect("history row");
     assert_eq!(status, "failed");
-    assert_eq!(error, "deployment shop/checkout not found");
+    assert_eq!(error, "deployment/shop/checkout not found");
 }
 
 #[tokio::test]
