@@ -95,6 +95,8 @@ CREATE TABLE actions (
                       CHECK (status IN ('approved', 'executing', 'succeeded', 'failed', 'skipped')),
     mode              text        CHECK (mode IN ('dry_run', 'live')),
     changes           text[]      NOT NULL DEFAULT '{}',
+    -- Evidence the action collected (diagnostics); null when none.
+    details           jsonb       NOT NULL DEFAULT 'null',
     error             text        NOT NULL DEFAULT '',
     attempts          integer     NOT NULL DEFAULT 0,
     approved_at       timestamptz NOT NULL DEFAULT now(),

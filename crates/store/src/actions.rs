@@ -233,6 +233,8 @@ pub struct Finish {
     pub changes: Vec<String>,
     /// The failure reason; empty on success.
     pub error: String,
+    /// Evidence the action collected; null when none.
+    pub details: serde_json::Value,
     /// The encoded `executed` event.
     pub event: Vec<u8>,
 }
@@ -402,7 +404,8 @@ impl Store {
     ) -> Result<Vec<u8>, StoreError> {
         sqlx::query(
             "UPDATE actions
-             SET status = $2, mode = $3, changes = $4, error = $5, executed_event = $6, finished_at = now(),
+             SET status = $2, mode = $3, changes = $4, error = $5, executed_event = $6, details = $7,
+                 finished_at = now(),
                  claimed_until = NULL
              WHERE action_id = $1 AND status IN ('approved', 'executing')",
         )
@@ -412,6 +415,7 @@ impl Store {
         .bind(&finish.changes)
         .bind(&finish.error)
         .bind(&finish.event)
+        .bind(&finish.details)
         .execute(&self.pool)
         .await
         .map_err(StoreError::query("finish action"))?;

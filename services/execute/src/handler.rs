@@ -100,6 +100,7 @@ impl DecisionHandler {
                     succeeded: false,
                     changes: vec!["no change: the alert resolved after the approval".to_owned()],
                     error: String::new(),
+                    details: serde_json::Value::Null,
                 },
             )
         } else {
@@ -116,6 +117,7 @@ impl DecisionHandler {
                         succeeded: false,
                         changes: Vec::new(),
                         error: format!("refusing an invalid action: {error}"),
+                        details: serde_json::Value::Null,
                     },
                 ),
                 Ok((_, parameters)) => {
@@ -140,6 +142,7 @@ impl DecisionHandler {
                                     "gave up after {} attempts: {transient}",
                                     delivery.attempt
                                 ),
+                                details: serde_json::Value::Null,
                             },
                         ),
                         Err(transient) => {
@@ -170,6 +173,11 @@ impl DecisionHandler {
             error: report.error.clone(),
             started_at: Some(started_at),
             finished_at: Some(steward_proto::now()),
+            details_json: if report.details.is_null() {
+                String::new()
+            } else {
+                report.details.to_string()
+            },
         };
         let event = RemediationEvent {
             event_id: event_id(&action_id, Stage::Executed).to_string(),
@@ -183,6 +191,7 @@ impl DecisionHandler {
             status,
             changes: report.changes.clone(),
             error: report.error.clone(),
+            details: report.details.clone(),
             event: event.encode_to_vec(),
         };
         let stored = match self.store.finish_action(action_id, &finish).await {

@@ -70,6 +70,7 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Report, Transient> {
                     "job {}/{name} failed: {reason}; no workload was restarted",
                     target.namespace
                 ),
+                details: serde_json::Value::Null,
             });
         }
         JobState::Running => {
@@ -81,6 +82,7 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Report, Transient> {
                     target.namespace,
                     ctx.settings.job_timeout.as_secs()
                 ),
+                details: serde_json::Value::Null,
             });
         }
     }

@@ -14,6 +14,11 @@
 //! dispatch and what they share.
 
 mod jobs;
+pub mod monitoring;
+mod network;
+mod nodes;
+mod security;
+mod storage;
 mod workloads;
 
 use std::time::Duration;
@@ -44,6 +49,9 @@ pub struct Report {
     pub changes: Vec<String>,
     /// The failure reason; empty on success.
     pub error: String,
+    /// Evidence the action collected (diagnostics), stored with the action
+    /// record; null when there is none.
+    pub details: serde_json::Value,
 }
 
 impl Report {
@@ -53,6 +61,7 @@ impl Report {
             succeeded: true,
             changes,
             error: String::new(),
+            details: serde_json::Value::Null,
         }
     }
 
@@ -62,6 +71,7 @@ impl Report {
             succeeded: false,
             changes: Vec::new(),
             error: error.into(),
+            details: serde_json::Value::Null,
         }
     }
 }
@@ -195,6 +205,29 @@ impl Executor {
             ("scale_deployment", TargetKind::Deployment)
             | ("scale_statefulset", TargetKind::Statefulset) => workloads::scale(&ctx).await,
             ("delete_pod", TargetKind::Pod) => workloads::delete_pod(&ctx).await,
+            ("rollback_deployment", TargetKind::Deployment) => {
+                workloads::rollback_deployment(&ctx).await
+            }
+            (
+                "increase_resources",
+                TargetKind::Deployment | TargetKind::Statefulset | TargetKind::Daemonset,
+            ) => workloads::increase_resources(&ctx).await,
+            ("update_hpa", TargetKind::HorizontalPodAutoscaler) => {
+                workloads::update_hpa(&ctx).await
+            }
+            ("delete_failed_job", TargetKind::Job) => workloads::delete_failed_job(&ctx).await,
+            ("cordon_node", TargetKind::Node) => nodes::set_schedulable(&ctx, false).await,
+            ("uncordon_node", TargetKind::Node) => nodes::set_schedulable(&ctx, true).await,
+            ("drain_node", TargetKind::Node) => nodes::drain(&ctx).await,
+            ("expand_pvc", TargetKind::PersistentVolumeClaim) => storage::expand_pvc(&ctx).await,
+            ("quarantine_pod", TargetKind::Pod) => security::quarantine_pod(&ctx).await,
+            ("collect_diagnostics", TargetKind::Pod) => security::collect_diagnostics(&ctx).await,
+            ("restart_network_component", TargetKind::Daemonset) => {
+                network::restart_network_component(&ctx).await
+            }
+            ("enable_debug_mode", TargetKind::Deployment | TargetKind::Statefulset) => {
+                monitoring::enable_debug_mode(&ctx).await
+            }
             (action, _) if steward_actions::find(action).is_some_and(|spec| spec.job_template) => {
                 jobs::run(&ctx).await
             }

@@ -192,3 +192,27 @@ pub(super) async fn delete_pod(ctx: &Ctx<'_>) -> Result<Report, Transient> {
         Err(error) => classify("delete", target, error).into_result(),
     }
 }
+
+/// Returns a deployment to its previous revision's pod template.
+pub(super) async fn rollback_deployment(ctx: &Ctx<'_>) -> Result<Report, Transient> {
+    let _ = ctx;
+    Ok(Report::failed("not implemented yet"))
+}
+
+/// Raises one container's requests and limits.
+pub(super) async fn increase_resources(ctx: &Ctx<'_>) -> Result<Report, Transient> {
+    let _ = ctx;
+    Ok(Report::failed("not implemented yet"))
+}
+
+/// Changes an autoscaler's minimum or maximum replicas.
+pub(super) async fn update_hpa(ctx: &Ctx<'_>) -> Result<Report, Transient> {
+    let _ = ctx;
+    Ok(Report::failed("not implemented yet"))
+}
+
+/// Deletes a failed job with its pods.
+pub(super) async fn delete_failed_job(ctx: &Ctx<'_>) -> Result<Report, Transient> {
+    let _ = ctx;
+    Ok(Report::failed("not implemented yet"))
+}
