@@ -97,6 +97,10 @@ CREATE TABLE actions (
     changes           text[]      NOT NULL DEFAULT '{}',
     -- Evidence the action collected (diagnostics); null when none.
     details           jsonb       NOT NULL DEFAULT 'null',
+    -- Whether the action had its effect (a finished rollout); null when it
+    -- was not checked.
+    effective         boolean,
+    verification      text        NOT NULL DEFAULT '',
     error             text        NOT NULL DEFAULT '',
     attempts          integer     NOT NULL DEFAULT 0,
     approved_at       timestamptz NOT NULL DEFAULT now(),

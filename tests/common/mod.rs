@@ -92,6 +92,9 @@ impl Stack {
             ("STEWARD_RETRY_BASE_DELAY", "200ms".to_owned()),
             ("STEWARD_RETRY_MAX_DELAY", "2s".to_owned()),
             ("STEWARD_BATCH_WINDOW", "200ms".to_owned()),
+            // The in-memory Kubernetes API runs no controllers, so no
+            // rollout ever finishes there.
+            ("STEWARD_VERIFY_TIMEOUT", "0s".to_owned()),
             ("KUBECONFIG", "/nonexistent/kubeconfig".to_owned()),
             ("RUST_LOG", "info".to_owned()),
         ]);

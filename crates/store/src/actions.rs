@@ -235,6 +235,10 @@ pub struct Finish {
     pub error: String,
     /// Evidence the action collected; null when none.
     pub details: serde_json::Value,
+    /// Whether the action had its effect; `None` when not checked.
+    pub effective: Option<bool>,
+    /// What the effect check saw.
+    pub verification: String,
     /// The encoded `executed` event.
     pub event: Vec<u8>,
 }
@@ -405,7 +409,7 @@ impl Store {
         sqlx::query(
             "UPDATE actions
              SET status = $2, mode = $3, changes = $4, error = $5, executed_event = $6, details = $7,
-                 finished_at = now(),
+                 effective = $8, verification = $9, finished_at = now(),
                  claimed_until = NULL
              WHERE action_id = $1 AND status IN ('approved', 'executing')",
         )
@@ -416,6 +420,8 @@ impl Store {
         .bind(&finish.error)
         .bind(&finish.event)
         .bind(&finish.details)
+        .bind(finish.effective)
+        .bind(&finish.verification)
         .execute(&self.pool)
         .await
         .map_err(StoreError::query("finish action"))?;

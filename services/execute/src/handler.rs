@@ -14,6 +14,7 @@ use steward_telemetry::{ExecutionLabels, Metrics, error_chain};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::actions::verify::Verification;
 use crate::actions::{Executor, Report, Request};
 use crate::config::Mode;
 
@@ -157,6 +158,19 @@ impl DecisionHandler {
             }
         };
 
+        let verification = if status == "succeeded" {
+            let request = Request {
+                action_id,
+                action: &proposal.action,
+                parameters: &steward_actions::Parameters::default(),
+                target: &target,
+                attempts,
+            };
+            self.executor.verify(&request).await
+        } else {
+            Verification::not_checked("the action did not succeed")
+        };
+
         let mode = self.executor.mode();
         let execution = Execution {
             decision: Some(decision),
@@ -178,6 +192,11 @@ impl DecisionHandler {
             } else {
                 report.details.to_string()
             },
+            verification: Some(steward_proto::v1::Verification {
+                checked: verification.checked,
+                effective: verification.effective,
+                detail: verification.detail.clone(),
+            }),
         };
         let event = RemediationEvent {
             event_id: event_id(&action_id, Stage::Executed).to_string(),
@@ -192,6 +211,8 @@ impl DecisionHandler {
             changes: report.changes.clone(),
             error: report.error.clone(),
             details: report.details.clone(),
+            effective: verification.checked.then_some(verification.effective),
+            verification: verification.detail.clone(),
             event: event.encode_to_vec(),
         };
         let stored = match self.store.finish_action(action_id, &finish).await {

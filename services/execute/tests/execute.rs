@@ -35,6 +35,9 @@ impl Execute {
         config.database = database.config();
         config.mode = mode;
         config.cluster = "prod".to_owned();
+        // The in-memory Kubernetes API runs no controllers, so no rollout
+        // ever finishes there.
+        config.verify_timeout = Duration::ZERO;
         config.consumer.retry_base_delay = Duration::from_millis(100);
 
         let fake = if with_cluster {

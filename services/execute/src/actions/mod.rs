@@ -19,6 +19,7 @@ mod network;
 mod nodes;
 mod security;
 mod storage;
+pub mod verify;
 mod workloads;
 
 use std::time::Duration;
@@ -236,6 +237,26 @@ impl Executor {
                 kind.label()
             ))),
         }
+    }
+}
+
+impl Executor {
+    /// Waits for the effect of an action that succeeded in live mode (a
+    /// finished rollout, ready replicas), up to the verify timeout.
+    pub async fn verify(&self, request: &Request<'_>) -> verify::Verification {
+        let Some(client) = &self.client else {
+            return verify::Verification::not_checked("no cluster is configured");
+        };
+        if self.mode == Mode::DryRun {
+            return verify::Verification::not_checked("dry-run changes nothing");
+        }
+        let ctx = Ctx {
+            client,
+            mode: self.mode,
+            request,
+            settings: &self.settings,
+        };
+        verify::effect(&ctx, request.action).await
     }
 }
 
