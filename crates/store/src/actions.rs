@@ -79,6 +79,16 @@ pub struct DecisionTx {
 }
 
 impl DecisionTx {
+    /// Returns the target the transaction decides on.
+    pub fn target(&self) -> &TargetKey {
+        &self.target
+    }
+
+    /// Returns the transaction's connection, for queries of other modules.
+    pub(crate) fn connection(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.tx
+    }
+
     /// Returns the latest `action` on the target approved within `window`
     /// before now, by the database's clock, so that replicas with skewed
     /// clocks agree.

@@ -8,6 +8,7 @@
 mod actions;
 mod alerts;
 mod dead_letters;
+mod detectors;
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ pub use actions::{
 };
 pub use alerts::{AlertDelivery, AnalysisRecord, RecentTargetAction};
 pub use dead_letters::DeadLetterRow;
+pub use detectors::{Candidate, DetectorSettings, Finding};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
