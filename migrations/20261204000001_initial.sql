@@ -72,7 +72,7 @@ CREATE TABLE decisions (
     proposal_id    uuid        PRIMARY KEY,
     correlation_id uuid        NOT NULL,
     cluster        text        NOT NULL,
-    verdict        text        NOT NULL CHECK (verdict IN ('approved', 'rejected')),
+    verdict        text        NOT NULL CHECK (verdict IN ('approved', 'rejected', 'pending')),
     reasons        text[]      NOT NULL,
     decided_at     timestamptz NOT NULL DEFAULT now(),
     -- The encoded `approved` or `rejected` event.

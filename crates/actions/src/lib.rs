@@ -27,7 +27,7 @@ pub use registry::REGISTRY;
 pub use target::{TargetError, is_dns_label, is_dns_subdomain, validate_target};
 
 /// How much damage an action can do when it is wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Risk {
     /// Changes nothing, or only adds capacity or information.
     Low,

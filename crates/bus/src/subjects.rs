@@ -18,6 +18,8 @@ pub enum Stage {
     Approved,
     /// guard rejected a proposal.
     Rejected,
+    /// A proposal waits for a person's approval.
+    Pending,
     /// execute applied, or in dry-run mode described, an approved action.
     Executed,
     /// Alertmanager reported the alert as resolved.
@@ -26,10 +28,11 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Proposed,
         Stage::Approved,
         Stage::Rejected,
+        Stage::Pending,
         Stage::Executed,
         Stage::Resolved,
     ];
@@ -40,6 +43,7 @@ impl Stage {
             Stage::Proposed => "proposed",
             Stage::Approved => "approved",
             Stage::Rejected => "rejected",
+            Stage::Pending => "pending",
             Stage::Executed => "executed",
             Stage::Resolved => "resolved",
         }

@@ -128,6 +128,30 @@ impl DecisionTx {
         )
     }
 
+    /// Counts the actions approved in the target's cluster (or, with
+    /// `namespace`, in that namespace) within `window`, escalations aside.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn approvals_within(
+        &mut self,
+        window: std::time::Duration,
+        namespace: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM actions
+             WHERE cluster = $1 AND ($2::text IS NULL OR namespace = $2)
+               AND action <> 'notify_only'
+               AND approved_at >= now() - make_interval(secs => $3)",
+        )
+        .bind(&self.target.cluster)
+        .bind(namespace)
+        .bind(window.as_secs_f64())
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(StoreError::query("count recent approvals"))
+    }
+
     /// Returns whether Alertmanager has reported the alert instance as
     /// resolved.
     ///

@@ -39,7 +39,9 @@ impl<'a> Past<'a> {
 impl History {
     async fn new() -> Self {
         let database = TestDatabase::create().await;
-        let store = Store::connect_once(&database.config()).await.expect("Postgres reachable");
+        let store = Store::connect_once(&database.config())
+            .await
+            .expect("Postgres reachable");
         store.migrate().await.expect("migrations");
         let pool = database.pool().await;
         Self {
@@ -111,9 +113,12 @@ impl History {
             name: "checkout".into(),
         };
         let mut tx = self.store.begin_decision(key).await.expect("transaction");
-        tx.findings(&Candidate { action, replicas }, &DetectorSettings::default())
-            .await
-            .expect("detectors run")
+        tx.findings(
+            &Candidate { action, replicas },
+            &DetectorSettings::default(),
+        )
+        .await
+        .expect("detectors run")
     }
 }
 
@@ -126,7 +131,11 @@ fn scale(replicas: i64, minutes_ago: i64) -> Past<'static> {
 
 fn only<'a>(findings: &'a [Finding], detector: &str) -> &'a Finding {
     let matching: Vec<&Finding> = findings.iter().filter(|f| f.detector == detector).collect();
-    assert_eq!(matching.len(), 1, "expected one {detector} finding in {findings:?}");
+    assert_eq!(
+        matching.len(),
+        1,
+        "expected one {detector} finding in {findings:?}"
+    );
     matching[0]
 }
 
@@ -145,7 +154,10 @@ async fn scale_oscillation_blocks_a_third_turn() {
     assert_eq!(only(&warned, "scale_oscillation").severity, "warning");
     let finding = only(&blocked, "scale_oscillation");
     assert!(finding.blocks(), "{finding:?}");
-    assert_eq!(finding.detail, "scale oscillation: 2 direction changes in 1h");
+    assert_eq!(
+        finding.detail,
+        "scale oscillation: 2 direction changes in 1h"
+    );
     assert_eq!(finding.evidence, vec![a, b, c]);
 }
 
@@ -158,7 +170,10 @@ async fn steady_scaling_is_not_oscillation() {
 
     let findings = history.findings("scale_deployment", Some(6)).await;
 
-    assert!(findings.iter().all(|f| f.detector != "scale_oscillation"), "{findings:?}");
+    assert!(
+        findings.iter().all(|f| f.detector != "scale_oscillation"),
+        "{findings:?}"
+    );
 }
 
 #[tokio::test]
@@ -170,7 +185,10 @@ async fn scaling_outside_the_window_is_ignored() {
 
     let findings = history.findings("scale_deployment", Some(3)).await;
 
-    assert!(findings.iter().all(|f| f.detector != "scale_oscillation"), "{findings:?}");
+    assert!(
+        findings.iter().all(|f| f.detector != "scale_oscillation"),
+        "{findings:?}"
+    );
 }
 
 #[tokio::test]
@@ -221,12 +239,17 @@ async fn ineffective_repeats_block_the_next_one() {
 async fn effective_repeats_are_not_a_loop() {
     let history = History::new().await;
     for minutes_ago in [90, 60, 30] {
-        history.add(Past::new("restart_deployment", minutes_ago)).await;
+        history
+            .add(Past::new("restart_deployment", minutes_ago))
+            .await;
     }
 
     let findings = history.findings("restart_deployment", None).await;
 
-    assert!(findings.iter().all(|f| f.detector != "ineffective_loop"), "{findings:?}");
+    assert!(
+        findings.iter().all(|f| f.detector != "ineffective_loop"),
+        "{findings:?}"
+    );
 }
 
 #[tokio::test]
@@ -243,7 +266,10 @@ async fn recent_actions_are_not_judged_before_they_settle() {
 
     let findings = history.findings("restart_deployment", None).await;
 
-    assert!(findings.iter().all(|f| f.detector != "ineffective_loop"), "{findings:?}");
+    assert!(
+        findings.iter().all(|f| f.detector != "ineffective_loop"),
+        "{findings:?}"
+    );
 }
 
 #[tokio::test]
@@ -317,7 +343,12 @@ async fn failures_older_than_the_block_do_not_block() {
 
     let findings = history.findings("restart_deployment", None).await;
 
-    assert!(findings.iter().all(|f| f.detector != "consecutive_failures"), "{findings:?}");
+    assert!(
+        findings
+            .iter()
+            .all(|f| f.detector != "consecutive_failures"),
+        "{findings:?}"
+    );
 }
 
 #[tokio::test]
@@ -334,5 +365,10 @@ async fn a_success_between_failures_resets_the_count() {
 
     let findings = history.findings("restart_deployment", None).await;
 
-    assert!(findings.iter().all(|f| f.detector != "consecutive_failures"), "{findings:?}");
+    assert!(
+        findings
+            .iter()
+            .all(|f| f.detector != "consecutive_failures"),
+        "{findings:?}"
+    );
 }

@@ -1,6 +1,9 @@
 //! Configuration of the guard service.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::Policy;
 
 use steward_config::{AdminConfig, ConsumerConfig, DatabaseConfig, LogConfig, NatsConfig};
 
@@ -18,7 +21,7 @@ pub struct Config {
 
     /// Decision rules.
     #[command(flatten)]
-    pub policy: Policy,
+    pub policy: PolicyFlags,
 
     /// NATS connection and naming.
     #[command(flatten)]
@@ -41,30 +44,43 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-/// The rules a proposal must pass.
-#[derive(clap::Args, Debug, Clone)]
-pub struct Policy {
-    /// Lowest confidence, in [0, 1], that the guard approves.
-    #[arg(long, env = "STEWARD_GUARD_MIN_CONFIDENCE", default_value_t = 0.7, value_parser = parse_confidence)]
-    pub min_confidence: f64,
+/// Where the policy comes from.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PolicyFlags {
+    /// Policy file (YAML): thresholds, protected namespaces, allowed
+    /// actions, rate limits, freeze windows, approvals and detector
+    /// windows. Unset: the defaults in docs/guard.md.
+    #[arg(long = "policy", env = "STEWARD_GUARD_POLICY")]
+    pub file: Option<PathBuf>,
+
+    /// Lowest confidence, in [0, 1], approved at any risk without its own
+    /// threshold; overrides the file.
+    #[arg(long, env = "STEWARD_GUARD_MIN_CONFIDENCE", value_parser = parse_confidence)]
+    pub min_confidence: Option<f64>,
 
     /// Time after an approval during which the same action on the same
-    /// target is rejected; read from the action history in Postgres.
-    #[arg(
-        long,
-        env = "STEWARD_GUARD_COOLDOWN",
-        default_value = "5m",
-        value_parser = humantime::parse_duration
-    )]
-    pub cooldown: Duration,
+    /// target is rejected; overrides the file.
+    #[arg(long, env = "STEWARD_GUARD_COOLDOWN", value_parser = humantime::parse_duration)]
+    pub cooldown: Option<Duration>,
 }
 
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            min_confidence: 0.7,
-            cooldown: Duration::from_secs(300),
+impl PolicyFlags {
+    /// Reads the policy file, if any, and applies the overrides.
+    ///
+    /// # Errors
+    /// Fails when the file cannot be read or is invalid.
+    pub fn load(&self) -> anyhow::Result<Policy> {
+        let mut policy = match &self.file {
+            Some(path) => Policy::load(path).map_err(anyhow::Error::msg)?,
+            None => Policy::default(),
+        };
+        if let Some(min_confidence) = self.min_confidence {
+            policy.min_confidence = min_confidence;
         }
+        if let Some(cooldown) = self.cooldown {
+            policy.cooldown = cooldown;
+        }
+        Ok(policy)
     }
 }
 

@@ -4,62 +4,104 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use steward_bus::{Bus, Handler, Outcome, Stage, event_id};
 use steward_proto::Message;
 use steward_proto::v1::{self, Decision, Proposal, RemediationEvent, remediation_event};
-use steward_store::{ActionRecord, DecisionRecord, DecisionTx, Store, StoreError, TargetKey};
+use steward_store::{
+    ActionRecord, Candidate, DecisionRecord, DecisionTx, Store, StoreError, TargetKey,
+};
 use steward_telemetry::{DecisionLabels, Metrics, error_chain};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::Policy;
 
+/// What the guard decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ruling {
+    /// Execute the action.
+    Approved,
+    /// Do not execute it.
+    Rejected,
+    /// Wait for a person's approval.
+    Pending,
+}
+
+impl Ruling {
+    fn stage(self) -> Stage {
+        match self {
+            Ruling::Approved => Stage::Approved,
+            Ruling::Rejected => Stage::Rejected,
+            Ruling::Pending => Stage::Pending,
+        }
+    }
+}
+
 /// The guard's verdict with the rule that settled it and every reason.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
-    /// Whether the proposal passed.
-    pub approved: bool,
-    /// The deciding rule, for metrics: `passed`, `invalid`, `confidence`,
-    /// `resolved`, `cooldown` or `escalation`.
+    /// What was decided.
+    pub ruling: Ruling,
+    /// The deciding rule, for metrics: `passed`, `invalid`, `escalation`,
+    /// `freeze`, `namespace`, `action_rule`, `confidence`, `resolved`,
+    /// `cooldown`, a detector's name, `rate_limit` or `approval`.
     pub rule: &'static str,
     /// One line per check that ran, in order.
     pub reasons: Vec<String>,
 }
 
-/// Runs the checks that need no history: registry validation, escalation
-/// and the confidence threshold. Returns a final verdict, or the reasons so
-/// far when the history must be consulted.
-pub fn evaluate_static(proposal: &Proposal, policy: &Policy) -> Result<Verdict, Vec<String>> {
+impl Verdict {
+    fn reject(rule: &'static str, mut reasons: Vec<String>, reason: String) -> Self {
+        reasons.push(reason);
+        Self {
+            ruling: Ruling::Rejected,
+            rule,
+            reasons,
+        }
+    }
+
+    /// Returns whether the action may run now.
+    pub fn approved(&self) -> bool {
+        self.ruling == Ruling::Approved
+    }
+}
+
+/// Runs the checks that need no history: registry validation, escalation,
+/// freeze windows, namespaces, allowed actions and the confidence threshold
+/// of the action's risk. Returns a final verdict, or the reasons so far
+/// when the history must be consulted.
+pub fn evaluate_static(
+    proposal: &Proposal,
+    cluster: &str,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Result<Verdict, Vec<String>> {
+    let invalid = |error: String| {
+        Ok(Verdict::reject(
+            "invalid",
+            Vec::new(),
+            format!("invalid proposal: {error}"),
+        ))
+    };
     let target = proposal.target.clone().unwrap_or_default();
     if let Err(error) = steward_actions::validate_target(&target) {
-        return Ok(Verdict {
-            approved: false,
-            rule: "invalid",
-            reasons: vec![format!("invalid proposal: {error}")],
-        });
+        return invalid(error.to_string());
     }
-    if let Err(error) =
-        steward_actions::validate(&proposal.action, target.kind(), &proposal.parameters)
-    {
-        return Ok(Verdict {
-            approved: false,
-            rule: "invalid",
-            reasons: vec![format!("invalid proposal: {error}")],
-        });
-    }
+    let spec =
+        match steward_actions::validate(&proposal.action, target.kind(), &proposal.parameters) {
+            Ok((spec, _)) => spec,
+            Err(error) => return invalid(error.to_string()),
+        };
     if !proposal.confidence.is_finite() || !(0.0..=1.0).contains(&proposal.confidence) {
-        return Ok(Verdict {
-            approved: false,
-            rule: "invalid",
-            reasons: vec![format!(
-                "invalid proposal: confidence {} is outside [0, 1]",
-                proposal.confidence
-            )],
-        });
+        return invalid(format!(
+            "confidence {} is outside [0, 1]",
+            proposal.confidence
+        ));
     }
     if proposal.action == steward_actions::NOTIFY_ONLY {
         return Ok(Verdict {
-            approved: true,
+            ruling: Ruling::Approved,
             rule: "escalation",
             reasons: vec![
                 "notify_only changes nothing, so escalation is always allowed".to_owned(),
@@ -67,19 +109,38 @@ pub fn evaluate_static(proposal: &Proposal, policy: &Policy) -> Result<Verdict, 
         });
     }
 
-    if proposal.confidence < policy.min_confidence {
-        return Ok(Verdict {
-            approved: false,
-            rule: "confidence",
-            reasons: vec![format!(
-                "confidence {:.2} is below the threshold {:.2}",
-                proposal.confidence, policy.min_confidence
-            )],
-        });
+    if let Some(window) = policy.freeze(now) {
+        return Ok(Verdict::reject(
+            "freeze",
+            Vec::new(),
+            format!(
+                "freeze window {} is in effect: only escalation is allowed",
+                window.name
+            ),
+        ));
+    }
+    if let Some(refusal) = policy.namespace_refusal(&target.namespace, &proposal.action) {
+        return Ok(Verdict::reject("namespace", Vec::new(), refusal));
+    }
+    if let Some(refusal) = policy.action_refusal(cluster, &target.namespace, &proposal.action) {
+        return Ok(Verdict::reject("action_rule", Vec::new(), refusal));
+    }
+    let threshold = policy.threshold(spec.risk);
+    if proposal.confidence < threshold {
+        return Ok(Verdict::reject(
+            "confidence",
+            Vec::new(),
+            format!(
+                "confidence {:.2} is below the threshold {threshold:.2} for {} risk",
+                proposal.confidence,
+                spec.risk.as_str()
+            ),
+        ));
     }
     Err(vec![format!(
-        "confidence {:.2} meets the threshold {:.2}",
-        proposal.confidence, policy.min_confidence
+        "confidence {:.2} meets the threshold {threshold:.2} for {} risk",
+        proposal.confidence,
+        spec.risk.as_str()
     )])
 }
 
@@ -129,7 +190,7 @@ impl ProposalHandler {
             Err(error) => return self.database_failure(&error),
         };
 
-        let verdict = match evaluate_static(&proposal, &self.policy) {
+        let verdict = match evaluate_static(&proposal, &cluster, &self.policy, Utc::now()) {
             Ok(verdict) => verdict,
             Err(reasons) => match self
                 .check_history(&mut tx, &proposal, &target, correlation_id, reasons)
@@ -140,17 +201,13 @@ impl ProposalHandler {
             },
         };
 
-        let stage = if verdict.approved {
-            Stage::Approved
-        } else {
-            Stage::Rejected
-        };
+        let stage = verdict.ruling.stage();
         let decision = Decision {
             proposal: Some(proposal.clone()),
-            verdict: if verdict.approved {
-                v1::Verdict::Approved
-            } else {
-                v1::Verdict::Rejected
+            verdict: match verdict.ruling {
+                Ruling::Approved => v1::Verdict::Approved,
+                Ruling::Rejected => v1::Verdict::Rejected,
+                Ruling::Pending => v1::Verdict::Pending,
             } as i32,
             reasons: verdict.reasons.clone(),
             decided_at: Some(steward_proto::now()),
@@ -160,10 +217,10 @@ impl ProposalHandler {
             correlation_id: correlation_id.to_string(),
             cluster: cluster.clone(),
             occurred_at: decision.decided_at,
-            body: Some(if verdict.approved {
-                remediation_event::Body::Approved(decision)
-            } else {
-                remediation_event::Body::Rejected(decision)
+            body: Some(match verdict.ruling {
+                Ruling::Approved => remediation_event::Body::Approved(decision),
+                Ruling::Rejected => remediation_event::Body::Rejected(decision),
+                Ruling::Pending => remediation_event::Body::Pending(decision),
             }),
         };
         let record = DecisionRecord {
@@ -173,7 +230,7 @@ impl ProposalHandler {
             reasons: verdict.reasons.clone(),
             event: event.encode_to_vec(),
         };
-        let action = verdict.approved.then(|| ActionRecord {
+        let action = verdict.approved().then(|| ActionRecord {
             action: proposal.action.clone(),
             parameters: steward_actions::parameters_to_json(&proposal.parameters),
             confidence: proposal.confidence,
@@ -206,7 +263,8 @@ impl ProposalHandler {
     }
 
     /// Runs the checks that read Postgres, inside the decision transaction:
-    /// whether the alert already resolved, and the cooldown.
+    /// whether the alert already resolved, the cooldown, the oscillation
+    /// detectors and the rate limits; then whether a person must approve.
     async fn check_history(
         &self,
         tx: &mut DecisionTx,
@@ -215,39 +273,110 @@ impl ProposalHandler {
         correlation_id: Uuid,
         mut reasons: Vec<String>,
     ) -> Result<Verdict, StoreError> {
+        let policy = &self.policy;
         if tx.alert_resolved(correlation_id).await? {
-            reasons.push("the alert resolved before the decision; nothing to remediate".to_owned());
-            return Ok(Verdict {
-                approved: false,
-                rule: "resolved",
+            return Ok(Verdict::reject(
+                "resolved",
                 reasons,
-            });
+                "the alert resolved before the decision; nothing to remediate".to_owned(),
+            ));
         }
 
-        let recent = tx
-            .latest_action_within(&proposal.action, self.policy.cooldown)
-            .await?;
-        if let Some(recent) = recent {
-            reasons.push(format!(
-                "cooldown: {} on {target} was approved {} ago (action {}); the cooldown is {}",
-                proposal.action,
-                humanize(recent.age),
-                recent.action_id,
-                humanize(self.policy.cooldown),
-            ));
-            return Ok(Verdict {
-                approved: false,
-                rule: "cooldown",
+        if let Some(recent) = tx
+            .latest_action_within(&proposal.action, policy.cooldown)
+            .await?
+        {
+            return Ok(Verdict::reject(
+                "cooldown",
                 reasons,
-            });
+                format!(
+                    "cooldown: {} on {target} was approved {} ago (action {}); the cooldown is {}",
+                    proposal.action,
+                    humanize(recent.age),
+                    recent.action_id,
+                    humanize(policy.cooldown),
+                ),
+            ));
         }
         reasons.push(format!(
             "no {} on {target} in the last {}",
             proposal.action,
-            humanize(self.policy.cooldown)
+            humanize(policy.cooldown)
         ));
+
+        let replicas = proposal
+            .parameters
+            .get("replicas")
+            .and_then(|value| match value.kind {
+                Some(v1::parameter_value::Kind::IntValue(replicas)) => i32::try_from(replicas).ok(),
+                _ => None,
+            });
+        let candidate = Candidate {
+            action: &proposal.action,
+            replicas,
+        };
+        let findings = tx.findings(&candidate, &policy.detectors).await?;
+        for finding in &findings {
+            let evidence: Vec<String> = finding.evidence.iter().map(ToString::to_string).collect();
+            let line = format!("{} (actions {})", finding.detail, evidence.join(", "));
+            if finding.blocks() {
+                return Ok(Verdict::reject(
+                    detector_rule(&finding.detector),
+                    reasons,
+                    line,
+                ));
+            }
+            reasons.push(format!("warning: {line}"));
+        }
+        if findings.is_empty() {
+            reasons.push("no oscillation in the action history".to_owned());
+        }
+
+        let hour = Duration::from_secs(3600);
+        if let Some(limit) = policy.max_actions_per_cluster_per_hour {
+            let count = tx.approvals_within(hour, None).await?;
+            if count >= limit {
+                return Ok(Verdict::reject(
+                    "rate_limit",
+                    reasons,
+                    format!(
+                        "rate limit: {count} actions approved in cluster {} in the last hour; the limit is {limit}",
+                        tx.target().cluster
+                    ),
+                ));
+            }
+        }
+        if let Some(limit) = policy.max_actions_per_namespace_per_hour {
+            let count = tx.approvals_within(hour, Some(&target.namespace)).await?;
+            if count >= limit {
+                return Ok(Verdict::reject(
+                    "rate_limit",
+                    reasons,
+                    format!(
+                        "rate limit: {count} actions approved in namespace {} in the last hour; the limit is {limit}",
+                        target.namespace
+                    ),
+                ));
+            }
+        }
+
+        let risk = steward_actions::find(&proposal.action)
+            .map_or(steward_actions::Risk::High, |spec| spec.risk);
+        if policy.needs_approval(&proposal.action, risk) {
+            reasons.push(format!(
+                "{} ({} risk) needs a person's approval; it is rejected unless approved within {}",
+                proposal.action,
+                risk.as_str(),
+                humanize(policy.approval_timeout)
+            ));
+            return Ok(Verdict {
+                ruling: Ruling::Pending,
+                rule: "approval",
+                reasons,
+            });
+        }
         Ok(Verdict {
-            approved: true,
+            ruling: Ruling::Approved,
             rule: "passed",
             reasons,
         })
@@ -264,6 +393,7 @@ impl ProposalHandler {
         let stage = match event.body {
             Some(remediation_event::Body::Approved(_)) => Stage::Approved,
             Some(remediation_event::Body::Rejected(_)) => Stage::Rejected,
+            Some(remediation_event::Body::Pending(_)) => Stage::Pending,
             _ => {
                 return Outcome::Reject(
                     "stored decision is neither approved nor rejected".to_owned(),
@@ -328,6 +458,18 @@ impl Handler for ProposalHandler {
     }
 }
 
+/// Returns the metric label of a detector.
+fn detector_rule(detector: &str) -> &'static str {
+    match detector {
+        "scale_oscillation" => "scale_oscillation",
+        "resource_thrashing" => "resource_thrashing",
+        "ineffective_loop" => "ineffective_loop",
+        "cascading_failure" => "cascading_failure",
+        "consecutive_failures" => "consecutive_failures",
+        _ => "detector",
+    }
+}
+
 /// Formats a duration as whole seconds, minutes and hours (`2m 3s`).
 fn humanize(duration: Duration) -> String {
     humantime::format_duration(Duration::from_secs(duration.as_secs())).to_string()
@@ -351,37 +493,91 @@ mod tests {
         }
     }
 
+    fn decide(proposal: &Proposal, policy: &Policy) -> Result<Verdict, Vec<String>> {
+        evaluate_static(proposal, "prod", policy, Utc::now())
+    }
+
     #[test]
     fn low_confidence_is_rejected() {
-        let verdict = evaluate_static(&proposal("restart_deployment", 0.5), &Policy::default())
-            .expect("final");
-        assert!(!verdict.approved);
+        let verdict =
+            decide(&proposal("restart_deployment", 0.5), &Policy::default()).expect("final");
+        assert!(!verdict.approved());
         assert_eq!(
             verdict.reasons,
-            ["confidence 0.50 is below the threshold 0.70"]
+            ["confidence 0.50 is below the threshold 0.70 for medium risk"]
+        );
+    }
+
+    #[test]
+    fn high_risk_uses_its_own_threshold() {
+        let policy = Policy::parse("min_confidence_by_risk: {high: 0.9}").expect("policy");
+        let verdict = decide(&proposal("rollback_deployment", 0.85), &policy).expect("final");
+        assert_eq!(verdict.rule, "confidence");
+        assert_eq!(
+            verdict.reasons,
+            ["confidence 0.85 is below the threshold 0.90 for high risk"]
         );
     }
 
     #[test]
     fn unknown_action_is_rejected_before_confidence() {
-        let verdict =
-            evaluate_static(&proposal("drop_database", 0.99), &Policy::default()).expect("final");
-        assert!(!verdict.approved);
+        let verdict = decide(&proposal("drop_database", 0.99), &Policy::default()).expect("final");
+        assert!(!verdict.approved());
         assert_eq!(verdict.rule, "invalid");
     }
 
     #[test]
     fn notify_only_passes_at_any_confidence() {
-        let verdict =
-            evaluate_static(&proposal("notify_only", 0.1), &Policy::default()).expect("final");
-        assert!(verdict.approved);
+        let verdict = decide(&proposal("notify_only", 0.1), &Policy::default()).expect("final");
+        assert!(verdict.approved());
     }
 
     #[test]
     fn confident_valid_proposal_needs_the_history() {
-        let reasons = evaluate_static(&proposal("restart_deployment", 0.9), &Policy::default())
-            .expect_err("the call must fail");
-        assert_eq!(reasons, ["confidence 0.90 meets the threshold 0.70"]);
+        let reasons = decide(&proposal("restart_deployment", 0.9), &Policy::default())
+            .expect_err("needs history");
+        assert_eq!(
+            reasons,
+            ["confidence 0.90 meets the threshold 0.70 for medium risk"]
+        );
+    }
+
+    #[test]
+    fn protected_namespace_is_rejected() {
+        let mut system = proposal("restart_deployment", 0.99);
+        system.target = Some(Target {
+            kind: TargetKind::Deployment as i32,
+            namespace: "kube-system".into(),
+            name: "coredns".into(),
+        });
+        let verdict = decide(&system, &Policy::default()).expect("final");
+        assert_eq!(verdict.rule, "namespace");
+        assert_eq!(
+            verdict.reasons,
+            ["namespace kube-system is protected: the policy denies actions there"]
+        );
+    }
+
+    #[test]
+    fn freeze_window_rejects_everything_but_escalation() {
+        let policy = Policy::parse("freeze_windows: [{name: release, from: \"2026-01-01T00:00:00Z\", until: \"2100-01-01T00:00:00Z\"}]")
+            .expect("policy");
+        let restart = decide(&proposal("restart_deployment", 0.99), &policy).expect("final");
+        let escalation = decide(&proposal("notify_only", 0.99), &policy).expect("final");
+        assert_eq!(restart.rule, "freeze");
+        assert_eq!(
+            restart.reasons,
+            ["freeze window release is in effect: only escalation is allowed"]
+        );
+        assert!(escalation.approved());
+    }
+
+    #[test]
+    fn action_rules_reject_other_actions() {
+        let policy = Policy::parse("actions: [{cluster: prod, allow: [restart_deployment]}]")
+            .expect("policy");
+        let verdict = decide(&proposal("rollback_deployment", 0.99), &policy).expect("final");
+        assert_eq!(verdict.rule, "action_rule");
     }
 
     #[test]
@@ -392,8 +588,8 @@ mod tests {
             namespace: "kube-system/deployments/coredns#".into(),
             name: "evil".into(),
         });
-        let verdict = evaluate_static(&hostile, &Policy::default()).expect("final");
-        assert!(!verdict.approved);
+        let verdict = decide(&hostile, &Policy::default()).expect("final");
+        assert!(!verdict.approved());
         assert_eq!(verdict.rule, "invalid");
         assert!(
             verdict.reasons[0].contains("is not a valid Kubernetes namespace name"),
@@ -404,7 +600,7 @@ mod tests {
 
     #[test]
     fn nan_confidence_is_invalid() {
-        let verdict = evaluate_static(
+        let verdict = decide(
             &proposal("restart_deployment", f64::NAN),
             &Policy::default(),
         )

@@ -10,6 +10,7 @@
 
 pub mod config;
 mod handler;
+pub mod policy;
 
 use std::sync::Arc;
 
@@ -18,8 +19,9 @@ use steward_runtime::Service;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Config, Policy};
-pub use handler::{ProposalHandler, Verdict, evaluate_static};
+pub use config::{Config, PolicyFlags};
+pub use handler::{ProposalHandler, Ruling, Verdict, evaluate_static};
+pub use policy::Policy;
 
 /// Runs the guard until `shutdown` is cancelled.
 ///
@@ -30,9 +32,12 @@ pub async fn run(
     admin: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let policy = config.policy.load()?;
     tracing::info!(
-        min_confidence = config.policy.min_confidence,
-        cooldown = ?config.policy.cooldown,
+        min_confidence = policy.min_confidence,
+        cooldown = ?policy.cooldown,
+        denied_namespaces = ?policy.denied_namespaces,
+        approval_from_risk = ?policy.require_approval_from_risk,
         "guard policy"
     );
     let Some(service) =
@@ -51,7 +56,7 @@ pub async fn run(
     let handler = Arc::new(ProposalHandler::new(
         service.bus.clone(),
         service.store.clone(),
-        config.policy.clone(),
+        policy,
         service.metrics.clone(),
     ));
     service.consume(spec, handler).await

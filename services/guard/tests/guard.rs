@@ -28,11 +28,16 @@ struct Guard {
 impl Guard {
     /// Starts `replicas` guard instances sharing one durable consumer.
     async fn start(replicas: usize) -> Self {
+        Self::start_with(replicas, |_| {}).await
+    }
+
+    async fn start_with(replicas: usize, adjust: impl FnOnce(&mut Config)) -> Self {
         let database = TestDatabase::create().await;
         let mut config = Config::try_parse_from(["steward-guard"]).expect("defaults parse");
         config.nats = isolated_nats();
         config.database = database.config();
         config.consumer.retry_base_delay = Duration::from_millis(100);
+        adjust(&mut config);
 
         let shutdown = CancellationToken::new();
         let mut admin = Vec::new();
@@ -86,7 +91,8 @@ impl Guard {
             .expect("proposal published");
     }
 
-    /// Returns the decisions on the stream, in order.
+    /// Returns the decision events on the stream, in order, with the
+    /// pending ones.
     async fn decisions(&self) -> Vec<(Stage, steward_proto::v1::Decision)> {
         stored_messages(self.bus.client(), &self.bus.names().remediation_stream())
             .await
@@ -97,6 +103,7 @@ impl Guard {
                 match event.body {
                     Some(Body::Approved(decision)) => Some((Stage::Approved, decision)),
                     Some(Body::Rejected(decision)) => Some((Stage::Rejected, decision)),
+                    Some(Body::Pending(decision)) => Some((Stage::Pending, decision)),
                     _ => None,
                 }
             })
@@ -160,8 +167,9 @@ async fn confident_proposal_is_approved_and_recorded() {
     assert_eq!(
         decision.reasons,
         [
-            "confidence 0.90 meets the threshold 0.70",
+            "confidence 0.90 meets the threshold 0.70 for medium risk",
             "no restart_deployment on deployment/shop/checkout in the last 5m",
+            "no oscillation in the action history",
         ]
     );
     let pool = guard.database.pool().await;
@@ -189,7 +197,7 @@ async fn low_confidence_is_rejected_with_the_reason() {
     assert_eq!(decisions[0].0, Stage::Rejected);
     assert_eq!(
         decisions[0].1.reasons,
-        ["confidence 0.55 is below the threshold 0.70"]
+        ["confidence 0.55 is below the threshold 0.70 for medium risk"]
     );
     let pool = guard.database.pool().await;
     let actions: i64 = sqlx::query_scalar("SELECT count(*) FROM actions")
@@ -442,4 +450,80 @@ async fn proposal_for_a_resolved_alert_is_rejected() {
         decisions[0].1.reasons[1],
         "the alert resolved before the decision; nothing to remediate"
     );
+}
+
+fn scale(replicas: i64) -> Proposal {
+    let mut proposal = proposal("scale_deployment", 0.9, "checkout");
+    proposal.parameters.insert(
+        "replicas".into(),
+        steward_proto::v1::ParameterValue {
+            kind: Some(steward_proto::v1::parameter_value::Kind::IntValue(replicas)),
+        },
+    );
+    proposal
+}
+
+#[tokio::test]
+async fn scale_oscillation_is_rejected_with_its_evidence() {
+    let guard = Guard::start_with(1, |config| config.policy.cooldown = Some(Duration::ZERO)).await;
+    let steps = [5, 2, 6, 3];
+    for (index, replicas) in steps.iter().enumerate() {
+        guard.propose(&scale(*replicas)).await;
+        guard.wait_for_decisions(index + 1).await;
+    }
+
+    let decisions = guard.decisions().await;
+
+    let stages: Vec<Stage> = decisions.iter().map(|(stage, _)| *stage).collect();
+    assert_eq!(stages, [Stage::Approved, Stage::Approved, Stage::Approved, Stage::Rejected]);
+    let reason = decisions[3].1.reasons.last().cloned().unwrap_or_default();
+    assert!(reason.starts_with("scale oscillation: 2 direction changes in 1h (actions "), "{reason}");
+    let first = &decisions[0].1.proposal.clone().unwrap_or_default().proposal_id;
+    assert!(reason.contains(first.as_str()), "the evidence names the earlier actions: {reason}");
+    assert!(
+        decisions[2].1.reasons.iter().any(|r| r.starts_with("warning: scale oscillation: 1 direction changes")),
+        "{:?}",
+        decisions[2].1.reasons
+    );
+}
+
+#[tokio::test]
+async fn namespace_rate_limit_is_enforced() {
+    let policy = std::env::temp_dir().join(steward_testkit::unique_name("policy-"));
+    std::fs::write(&policy, "rate_limits: {per_namespace_per_hour: 2}\n").expect("policy file");
+    let guard = Guard::start_with(1, |config| config.policy.file = Some(policy.clone())).await;
+
+    for (index, name) in ["a", "b", "c"].iter().enumerate() {
+        guard.propose(&proposal("restart_deployment", 0.9, name)).await;
+        guard.wait_for_decisions(index + 1).await;
+    }
+    let decisions = guard.decisions().await;
+
+    assert_eq!(decisions[2].0, Stage::Rejected);
+    assert_eq!(
+        decisions[2].1.reasons.last().map(String::as_str),
+        Some("rate limit: 2 actions approved in namespace shop in the last hour; the limit is 2")
+    );
+    let _ = std::fs::remove_file(policy);
+}
+
+#[tokio::test]
+async fn high_risk_action_waits_for_approval() {
+    let guard = Guard::start(1).await;
+
+    guard.propose(&proposal("rollback_deployment", 0.95, "checkout")).await;
+    let decisions = guard.wait_for_decisions(1).await;
+
+    assert_eq!(decisions[0].0, Stage::Pending);
+    assert!(
+        decisions[0].1.reasons.last().is_some_and(|r| r.starts_with("rollback_deployment (high risk) needs a person's approval")),
+        "{:?}",
+        decisions[0].1.reasons
+    );
+    let pool = guard.database.pool().await;
+    let actions: i64 = sqlx::query_scalar("SELECT count(*) FROM actions")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(actions, 0, "a pending proposal must not enter the action history");
 }

@@ -17,12 +17,12 @@ pub fn render(event: &RemediationEvent) -> Option<String> {
             headline(event, proposal),
             reasoning(proposal)
         ),
-        Body::Approved(decision) | Body::Rejected(decision) => {
+        Body::Approved(decision) | Body::Rejected(decision) | Body::Pending(decision) => {
             let proposal = decision.proposal.clone().unwrap_or_default();
-            let stage = if matches!(body, Body::Approved(_)) {
-                "approved"
-            } else {
-                "rejected"
+            let stage = match body {
+                Body::Approved(_) => "approved",
+                Body::Pending(_) => "pending",
+                _ => "rejected",
             };
             format!(
                 "{stage}  {}  guard={}  {}",
@@ -121,6 +121,7 @@ fn guard(decision: &Decision) -> String {
     let verdict = match decision.verdict() {
         steward_proto::v1::Verdict::Approved => "approved",
         steward_proto::v1::Verdict::Rejected => "rejected",
+        steward_proto::v1::Verdict::Pending => "pending",
         steward_proto::v1::Verdict::Unspecified => "unknown",
     };
     format!("{verdict} [{}]", decision.reasons.join("; "))

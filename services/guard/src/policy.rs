@@ -1,0 +1,596 @@
+//! The guard's policy: confidence thresholds, protected namespaces, allowed
+//! actions, rate limits, freeze windows, approvals and the detectors'
+//! windows. It comes from a YAML file (`--policy`); every field has a
+//! default, so an empty file, or none, gives the defaults documented in
+//! `docs/guard.md`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, NaiveTime, Utc, Weekday};
+use serde::Deserialize;
+use steward_actions::Risk;
+use steward_store::DetectorSettings;
+
+/// The rules a proposal must pass.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Lowest confidence approved, for any risk without its own threshold.
+    pub min_confidence: f64,
+    /// Lowest confidence approved, per risk level.
+    pub min_confidence_by_risk: HashMap<Risk, f64>,
+    /// Time after an approval during which the same action on the same
+    /// target is rejected.
+    pub cooldown: Duration,
+    /// Namespaces no action may touch (escalation aside).
+    pub denied_namespaces: Vec<String>,
+    /// When not empty, the only namespaces actions may touch.
+    pub allowed_namespaces: Vec<String>,
+    /// Actions allowed in a denied namespace after all.
+    pub namespace_exceptions: Vec<NamespaceException>,
+    /// Actions allowed per cluster and namespace; a proposal that matches a
+    /// rule's scope must name one of its actions.
+    pub action_rules: Vec<ActionRule>,
+    /// Actions approved per hour in one cluster, escalations aside.
+    pub max_actions_per_cluster_per_hour: Option<i64>,
+    /// Actions approved per hour in one namespace, escalations aside.
+    pub max_actions_per_namespace_per_hour: Option<i64>,
+    /// Times in which nothing but escalation is approved.
+    pub freeze_windows: Vec<FreezeWindow>,
+    /// Actions that need a person's approval.
+    pub require_approval: Vec<String>,
+    /// Actions of this risk or above need a person's approval.
+    pub require_approval_from_risk: Option<Risk>,
+    /// Time a pending proposal waits for a person before it is rejected.
+    pub approval_timeout: Duration,
+    /// Windows and thresholds of the oscillation detectors.
+    pub detectors: DetectorSettings,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            min_confidence: 0.7,
+            min_confidence_by_risk: HashMap::new(),
+            cooldown: Duration::from_secs(300),
+            denied_namespaces: vec!["kube-system".to_owned(), "monitoring".to_owned()],
+            allowed_namespaces: Vec::new(),
+            namespace_exceptions: Vec::new(),
+            action_rules: Vec::new(),
+            max_actions_per_cluster_per_hour: None,
+            max_actions_per_namespace_per_hour: None,
+            freeze_windows: Vec::new(),
+            require_approval: Vec::new(),
+            require_approval_from_risk: Some(Risk::High),
+            approval_timeout: Duration::from_secs(30 * 60),
+            detectors: DetectorSettings::default(),
+        }
+    }
+}
+
+/// Actions allowed in one denied namespace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceException {
+    /// The namespace.
+    pub namespace: String,
+    /// Actions allowed there.
+    pub actions: Vec<String>,
+}
+
+/// Actions allowed in a scope.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRule {
+    /// Cluster the rule applies to; every cluster when absent.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Namespace the rule applies to; every namespace when absent.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Actions allowed in the scope.
+    pub allow: Vec<String>,
+}
+
+impl ActionRule {
+    fn applies(&self, cluster: &str, namespace: &str) -> bool {
+        self.cluster.as_deref().is_none_or(|c| c == cluster)
+            && self.namespace.as_deref().is_none_or(|n| n == namespace)
+    }
+}
+
+/// A time in which only escalation is approved.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeWindow {
+    /// Name shown in the rejection.
+    pub name: String,
+    /// Start of a one-off window.
+    #[serde(default)]
+    pub from: Option<DateTime<Utc>>,
+    /// End of a one-off window.
+    #[serde(default)]
+    pub until: Option<DateTime<Utc>>,
+    /// Weekdays of a weekly window, in UTC (`mon` .. `sun`).
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// Start time of a weekly window, `HH:MM` UTC; midnight when absent.
+    #[serde(default)]
+    pub from_time: Option<String>,
+    /// End time of a weekly window, `HH:MM` UTC; the end of the day when
+    /// absent.
+    #[serde(default)]
+    pub until_time: Option<String>,
+}
+
+impl FreezeWindow {
+    /// Returns whether `now` is inside the window.
+    pub fn contains(&self, now: DateTime<Utc>) -> bool {
+        if let (Some(from), Some(until)) = (self.from, self.until) {
+            return from <= now && now < until;
+        }
+        if self.days.is_empty() {
+            return false;
+        }
+        let day = now.weekday();
+        if !self.days.iter().any(|d| parse_weekday(d) == Some(day)) {
+            return false;
+        }
+        let time = now.time();
+        let start = self
+            .from_time
+            .as_deref()
+            .and_then(parse_time)
+            .unwrap_or(NaiveTime::MIN);
+        match self.until_time.as_deref().and_then(parse_time) {
+            Some(end) => start <= time && time < end,
+            None => start <= time,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        match (self.from, self.until, self.days.is_empty()) {
+            (Some(from), Some(until), true) if from < until => {}
+            (Some(_), Some(_), true) => {
+                return Err(format!(
+                    "freeze window {}: from must be before until",
+                    self.name
+                ));
+            }
+            (None, None, false) => {}
+            _ => {
+                return Err(format!(
+                    "freeze window {}: give either from and until, or days (with from_time and until_time)",
+                    self.name
+                ));
+            }
+        }
+        for day in &self.days {
+            if parse_weekday(day).is_none() {
+                return Err(format!(
+                    "freeze window {}: {day:?} is not a weekday (mon .. sun)",
+                    self.name
+                ));
+            }
+        }
+        for time in [&self.from_time, &self.until_time].into_iter().flatten() {
+            if parse_time(time).is_none() {
+                return Err(format!(
+                    "freeze window {}: {time:?} is not a time of day (HH:MM)",
+                    self.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_weekday(day: &str) -> Option<Weekday> {
+    day.parse().ok()
+}
+
+fn parse_time(time: &str) -> Option<NaiveTime> {
+    NaiveTime::parse_from_str(time, "%H:%M").ok()
+}
+
+/// The policy file; every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    min_confidence: Option<f64>,
+    #[serde(default)]
+    min_confidence_by_risk: HashMap<String, f64>,
+    #[serde(default, with = "humantime_serde_option")]
+    cooldown: Option<Duration>,
+    namespaces: Option<NamespacesFile>,
+    #[serde(default)]
+    actions: Vec<ActionRule>,
+    rate_limits: Option<RateLimitsFile>,
+    #[serde(default)]
+    freeze_windows: Vec<FreezeWindow>,
+    approval: Option<ApprovalFile>,
+    detectors: Option<DetectorsFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespacesFile {
+    denied: Option<Vec<String>>,
+    #[serde(default)]
+    allowed: Vec<String>,
+    #[serde(default)]
+    exceptions: Vec<NamespaceException>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitsFile {
+    per_cluster_per_hour: Option<i64>,
+    per_namespace_per_hour: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalFile {
+    #[serde(default)]
+    actions: Vec<String>,
+    /// `low`, `medium`, `high` or `none`.
+    from_risk: Option<String>,
+    #[serde(default, with = "humantime_serde_option")]
+    timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DetectorsFile {
+    #[serde(default, with = "humantime_serde_option")]
+    scale_window: Option<Duration>,
+    scale_min_changes: Option<i32>,
+    #[serde(default, with = "humantime_serde_option")]
+    thrashing_window: Option<Duration>,
+    thrashing_min_alternations: Option<i32>,
+    #[serde(default, with = "humantime_serde_option")]
+    ineffective_window: Option<Duration>,
+    ineffective_min_repeats: Option<i32>,
+    #[serde(default, with = "humantime_serde_option")]
+    settle: Option<Duration>,
+    #[serde(default, with = "humantime_serde_option")]
+    cascade_window: Option<Duration>,
+    cascade_min_new_alerts: Option<i32>,
+    failure_threshold: Option<i32>,
+    #[serde(default, with = "humantime_serde_option")]
+    failure_block: Option<Duration>,
+}
+
+/// Durations in the policy file are written as people do: `45m`, `2h`.
+mod humantime_serde_option {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(deserializer)?;
+        text.map(|text| humantime::parse_duration(&text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+fn parse_risk(value: &str) -> Result<Risk, String> {
+    match value {
+        "low" => Ok(Risk::Low),
+        "medium" => Ok(Risk::Medium),
+        "high" => Ok(Risk::High),
+        other => Err(format!("{other:?} is not a risk level (low, medium, high)")),
+    }
+}
+
+impl Policy {
+    /// Reads the policy from a YAML file.
+    ///
+    /// # Errors
+    /// Fails when the file cannot be read or parsed, or names an unknown
+    /// action, risk level, weekday or time, with the file and the problem.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("failed to read the policy file {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("policy file {}: {e}", path.display()))
+    }
+
+    /// Parses a policy from YAML text.
+    ///
+    /// # Errors
+    /// As [`Policy::load`].
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: File = if text.trim().is_empty() {
+            File::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| e.to_string())?
+        };
+        let mut policy = Policy::default();
+
+        if let Some(value) = file.min_confidence {
+            policy.min_confidence = check_confidence(value)?;
+        }
+        for (risk, value) in file.min_confidence_by_risk {
+            policy
+                .min_confidence_by_risk
+                .insert(parse_risk(&risk)?, check_confidence(value)?);
+        }
+        if let Some(cooldown) = file.cooldown {
+            policy.cooldown = cooldown;
+        }
+        if let Some(namespaces) = file.namespaces {
+            if let Some(denied) = namespaces.denied {
+                policy.denied_namespaces = denied;
+            }
+            policy.allowed_namespaces = namespaces.allowed;
+            policy.namespace_exceptions = namespaces.exceptions;
+        }
+        policy.action_rules = file.actions;
+        if let Some(limits) = file.rate_limits {
+            policy.max_actions_per_cluster_per_hour = limits.per_cluster_per_hour;
+            policy.max_actions_per_namespace_per_hour = limits.per_namespace_per_hour;
+        }
+        for window in &file.freeze_windows {
+            window.validate()?;
+        }
+        policy.freeze_windows = file.freeze_windows;
+        if let Some(approval) = file.approval {
+            policy.require_approval = approval.actions;
+            if let Some(risk) = approval.from_risk {
+                policy.require_approval_from_risk = match risk.as_str() {
+                    "none" => None,
+                    other => Some(parse_risk(other)?),
+                };
+            }
+            if let Some(timeout) = approval.timeout {
+                policy.approval_timeout = timeout;
+            }
+        }
+        if let Some(d) = file.detectors {
+            let s = &mut policy.detectors;
+            s.scale_window = d.scale_window.unwrap_or(s.scale_window);
+            s.scale_min_changes = d.scale_min_changes.unwrap_or(s.scale_min_changes);
+            s.thrashing_window = d.thrashing_window.unwrap_or(s.thrashing_window);
+            s.thrashing_min_alternations = d
+                .thrashing_min_alternations
+                .unwrap_or(s.thrashing_min_alternations);
+            s.ineffective_window = d.ineffective_window.unwrap_or(s.ineffective_window);
+            s.ineffective_min_repeats = d
+                .ineffective_min_repeats
+                .unwrap_or(s.ineffective_min_repeats);
+            s.settle = d.settle.unwrap_or(s.settle);
+            s.cascade_window = d.cascade_window.unwrap_or(s.cascade_window);
+            s.cascade_min_new_alerts = d.cascade_min_new_alerts.unwrap_or(s.cascade_min_new_alerts);
+            s.failure_threshold = d.failure_threshold.unwrap_or(s.failure_threshold);
+            s.failure_block = d.failure_block.unwrap_or(s.failure_block);
+        }
+
+        let named = policy
+            .require_approval
+            .iter()
+            .chain(policy.action_rules.iter().flat_map(|rule| &rule.allow))
+            .chain(policy.namespace_exceptions.iter().flat_map(|e| &e.actions));
+        for action in named {
+            if steward_actions::find(action).is_none() {
+                return Err(format!("action {action:?} is not in the registry"));
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Returns the confidence threshold of a risk level.
+    pub fn threshold(&self, risk: Risk) -> f64 {
+        self.min_confidence_by_risk
+            .get(&risk)
+            .copied()
+            .unwrap_or(self.min_confidence)
+    }
+
+    /// Returns the freeze window `now` is in, if any.
+    pub fn freeze(&self, now: DateTime<Utc>) -> Option<&FreezeWindow> {
+        self.freeze_windows
+            .iter()
+            .find(|window| window.contains(now))
+    }
+
+    /// Returns why the namespace is off limits for `action`, if it is.
+    pub fn namespace_refusal(&self, namespace: &str, action: &str) -> Option<String> {
+        if namespace.is_empty() {
+            return None;
+        }
+        let excepted = self
+            .namespace_exceptions
+            .iter()
+            .any(|e| e.namespace == namespace && e.actions.iter().any(|a| a == action));
+        if self.denied_namespaces.iter().any(|n| n == namespace) && !excepted {
+            return Some(format!(
+                "namespace {namespace} is protected: the policy denies actions there"
+            ));
+        }
+        if !self.allowed_namespaces.is_empty()
+            && !self.allowed_namespaces.iter().any(|n| n == namespace)
+        {
+            return Some(format!(
+                "namespace {namespace} is not among the namespaces the policy allows ({})",
+                self.allowed_namespaces.join(", ")
+            ));
+        }
+        None
+    }
+
+    /// Returns why `action` is not allowed in the scope, if it is not.
+    pub fn action_refusal(&self, cluster: &str, namespace: &str, action: &str) -> Option<String> {
+        let rule = self
+            .action_rules
+            .iter()
+            .find(|rule| rule.applies(cluster, namespace))?;
+        if rule.allow.iter().any(|a| a == action) {
+            return None;
+        }
+        Some(format!(
+            "the policy allows only {} in cluster {cluster}{}",
+            rule.allow.join(", "),
+            rule.namespace
+                .as_deref()
+                .map(|n| format!(" namespace {n}"))
+                .unwrap_or_default()
+        ))
+    }
+
+    /// Returns whether `action` of `risk` needs a person's approval.
+    pub fn needs_approval(&self, action: &str, risk: Risk) -> bool {
+        self.require_approval.iter().any(|a| a == action)
+            || self
+                .require_approval_from_risk
+                .is_some_and(|from| risk >= from)
+    }
+}
+
+fn check_confidence(value: f64) -> Result<f64, String> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("confidence threshold {value} is outside [0, 1]"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+min_confidence: 0.75
+min_confidence_by_risk: {high: 0.9}
+cooldown: 10m
+namespaces:
+  denied: [kube-system]
+  exceptions:
+    - {namespace: kube-system, actions: [restart_network_component]}
+actions:
+  - {cluster: prod, namespace: payments, allow: [restart_deployment]}
+rate_limits: {per_cluster_per_hour: 20, per_namespace_per_hour: 5}
+freeze_windows:
+  - {name: black-friday, from: "2026-11-27T00:00:00Z", until: "2026-11-30T00:00:00Z"}
+  - {name: weekend, days: [sat, sun]}
+approval:
+  actions: [failover_database]
+  from_risk: none
+  timeout: 15m
+detectors:
+  scale_window: 2h
+  failure_threshold: 5
+"#;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("time")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn empty_policy_has_safe_defaults() {
+        let policy = Policy::parse("").expect("defaults");
+        assert_eq!(policy.threshold(Risk::High), 0.7);
+        assert!(
+            policy
+                .namespace_refusal("kube-system", "restart_deployment")
+                .is_some()
+        );
+        assert!(
+            policy
+                .namespace_refusal("monitoring", "restart_deployment")
+                .is_some()
+        );
+        assert!(policy.needs_approval("drain_node", Risk::High));
+        assert!(!policy.needs_approval("restart_deployment", Risk::Medium));
+    }
+
+    #[test]
+    fn file_overrides_defaults() {
+        let policy = Policy::parse(FILE).expect("valid file");
+        assert_eq!(policy.threshold(Risk::High), 0.9);
+        assert_eq!(policy.threshold(Risk::Medium), 0.75);
+        assert_eq!(policy.cooldown, Duration::from_secs(600));
+        assert_eq!(policy.detectors.scale_window, Duration::from_secs(7200));
+        assert_eq!(policy.detectors.failure_threshold, 5);
+        assert_eq!(policy.approval_timeout, Duration::from_secs(900));
+        assert!(policy.needs_approval("failover_database", Risk::High));
+        assert!(!policy.needs_approval("drain_node", Risk::High));
+        assert_eq!(policy.max_actions_per_namespace_per_hour, Some(5));
+    }
+
+    #[test]
+    fn exceptions_open_a_protected_namespace_for_named_actions() {
+        let policy = Policy::parse(FILE).expect("valid file");
+        assert_eq!(
+            policy.namespace_refusal("kube-system", "restart_network_component"),
+            None
+        );
+        assert!(
+            policy
+                .namespace_refusal("kube-system", "restart_daemonset")
+                .is_some()
+        );
+        assert_eq!(
+            policy.namespace_refusal("monitoring", "restart_deployment"),
+            None
+        );
+    }
+
+    #[test]
+    fn action_rules_limit_their_scope_only() {
+        let policy = Policy::parse(FILE).expect("valid file");
+        assert_eq!(
+            policy.action_refusal("prod", "payments", "restart_deployment"),
+            None
+        );
+        let refusal = policy
+            .action_refusal("prod", "payments", "scale_deployment")
+            .expect("refused");
+        assert_eq!(
+            refusal,
+            "the policy allows only restart_deployment in cluster prod namespace payments"
+        );
+        assert_eq!(
+            policy.action_refusal("prod", "shop", "scale_deployment"),
+            None
+        );
+    }
+
+    #[test]
+    fn freeze_windows_match_dates_and_weekdays() {
+        let policy = Policy::parse(FILE).expect("valid file");
+        assert_eq!(
+            policy
+                .freeze(at("2026-11-28T12:00:00Z"))
+                .map(|w| w.name.as_str()),
+            Some("black-friday")
+        );
+        // 2026-12-05 is a Saturday.
+        assert_eq!(
+            policy
+                .freeze(at("2026-12-05T03:00:00Z"))
+                .map(|w| w.name.as_str()),
+            Some("weekend")
+        );
+        assert!(policy.freeze(at("2026-12-03T12:00:00Z")).is_none());
+    }
+
+    #[test]
+    fn unknown_names_are_rejected() {
+        let error =
+            Policy::parse("approval: {actions: [reboot_cluster]}").expect_err("unknown action");
+        assert_eq!(error, "action \"reboot_cluster\" is not in the registry");
+        let error =
+            Policy::parse("freeze_windows: [{name: w, days: [funday]}]").expect_err("bad day");
+        assert!(error.contains("\"funday\" is not a weekday"), "{error}");
+        let error = Policy::parse("min_confidence: 1.5").expect_err("bad threshold");
+        assert!(error.contains("outside [0, 1]"), "{error}");
+        let error = Policy::parse("colldown: 5m").expect_err("unknown field");
+        assert!(error.contains("unknown field `colldown`"), "{error}");
+    }
+}
