@@ -75,9 +75,17 @@ CREATE TABLE decisions (
     verdict        text        NOT NULL CHECK (verdict IN ('approved', 'rejected', 'pending')),
     reasons        text[]      NOT NULL,
     decided_at     timestamptz NOT NULL DEFAULT now(),
-    -- The encoded `approved` or `rejected` event.
-    event          bytea       NOT NULL
+    -- The encoded `approved`, `rejected` or `pending` event.
+    event          bytea       NOT NULL,
+    -- Who settled a pending proposal, and when ('timeout' when no one did).
+    resolved_by    text,
+    resolved_at    timestamptz,
+    -- A settled pending proposal whose event is not published yet; set
+    -- back to false once it is, so a failed publish is retried.
+    unpublished    boolean     NOT NULL DEFAULT false
 );
+CREATE INDEX decisions_pending ON decisions (decided_at) WHERE verdict = 'pending';
+CREATE INDEX decisions_unpublished ON decisions (proposal_id) WHERE unpublished;
 
 -- The action history: one row per approved action, updated by execute.
 -- Its id is the proposal id.

@@ -38,12 +38,75 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
+    /// List the proposals waiting for a person's approval.
+    Pending,
+    /// Approve a pending proposal through the guard's approval API.
+    Approve(Settle),
+    /// Reject a pending proposal through the guard's approval API.
+    Reject(Settle),
     /// List the most recent dead letters, newest first.
     DeadLetters {
         /// Number of rows to show.
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
+}
+
+/// Where the guard's approval API is and how to authenticate.
+#[derive(clap::Args, Debug)]
+struct Settle {
+    /// Proposal id, as `steward pending` lists it.
+    proposal_id: String,
+    /// A note kept with the decision.
+    #[arg(long, default_value = "")]
+    comment: String,
+    /// Base URL of a guard's approval API.
+    #[arg(
+        long,
+        env = "STEWARD_GUARD_APPROVAL_URL",
+        default_value = "http://127.0.0.1:9481"
+    )]
+    guard_url: String,
+    /// File holding your approval token (one line); the guard records the
+    /// name its token file gives this token.
+    #[arg(long, env = "STEWARD_APPROVAL_TOKEN_FILE")]
+    token_file: std::path::PathBuf,
+}
+
+async fn settle(settle: &Settle, verb: &str) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(&settle.token_file).with_context(|| {
+        format!(
+            "while reading the token file {}",
+            settle.token_file.display()
+        )
+    })?;
+    let url = format!(
+        "{}/api/v1/proposals/{}/{verb}",
+        settle.guard_url.trim_end_matches('/'),
+        settle.proposal_id
+    );
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token.trim())
+        .json(&serde_json::json!({"comment": settle.comment}))
+        .send()
+        .await
+        .with_context(|| format!("while calling {url}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!(
+            "the guard answered {status}: {}",
+            body["error"].as_str().unwrap_or("no message")
+        );
+    }
+    println!(
+        "{} {} by {}",
+        body["proposal_id"].as_str().unwrap_or(""),
+        body["verdict"].as_str().unwrap_or(""),
+        body["by"].as_str().unwrap_or("")
+    );
+    Ok(())
 }
 
 #[tokio::main]
@@ -69,13 +132,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", steward_actions::docs::actions_markdown());
             return Ok(());
         }
+        Command::Approve(settle_args) => return settle(&settle_args, "approve").await,
+        Command::Reject(settle_args) => return settle(&settle_args, "reject").await,
         _ => {}
     }
     let store = Store::connect_once(&cli.database)
         .await
         .with_context(|| format!("while connecting to {}", redact(&cli.database.url)))?;
     match cli.command {
-        Command::Rbac | Command::ActionsDoc => {}
+        Command::Rbac | Command::ActionsDoc | Command::Approve(_) | Command::Reject(_) => {}
+        Command::Pending => {
+            for pending in store.pending_decisions().await? {
+                use steward_proto::Message;
+                use steward_proto::v1::{RemediationEvent, remediation_event::Body};
+                let proposal = RemediationEvent::decode(pending.event.as_slice())
+                    .ok()
+                    .and_then(|event| match event.body {
+                        Some(Body::Pending(decision)) => decision.proposal,
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{}  {}  {} {}  confidence {:.2}  pending since {}  reasoning {:?}",
+                    pending.proposal_id,
+                    pending.cluster,
+                    proposal.action,
+                    proposal.target.unwrap_or_default(),
+                    proposal.confidence,
+                    pending.decided_at.format("%Y-%m-%d %H:%M:%S"),
+                    proposal.reasoning
+                );
+            }
+        }
         Command::Migrate => {
             store.migrate().await?;
             println!("migrations applied");

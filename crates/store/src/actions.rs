@@ -167,6 +167,52 @@ impl DecisionTx {
         .map_err(StoreError::query("look up alert resolution"))
     }
 
+    /// Inserts the action history row of an approved proposal.
+    pub(crate) async fn insert_action(
+        &mut self,
+        proposal_id: Uuid,
+        action: &ActionRecord,
+    ) -> Result<(), StoreError> {
+        let correlation_id: Uuid =
+            sqlx::query_scalar("SELECT correlation_id FROM decisions WHERE proposal_id = $1")
+                .bind(proposal_id)
+                .fetch_one(&mut *self.tx)
+                .await
+                .map_err(StoreError::query("load decision for action"))?;
+        sqlx::query(
+            "INSERT INTO actions
+                 (action_id, correlation_id, cluster, namespace, target_kind, target_name,
+                  action, parameters, confidence)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(proposal_id)
+        .bind(correlation_id)
+        .bind(&self.target.cluster)
+        .bind(&self.target.namespace)
+        .bind(&self.target.kind)
+        .bind(&self.target.name)
+        .bind(&action.action)
+        .bind(&action.parameters)
+        .bind(action.confidence)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(StoreError::query("insert action"))?;
+        Ok(())
+    }
+
+    /// Commits the transaction and releases the target's lock.
+    pub(crate) async fn finish(self) -> Result<(), StoreError> {
+        self.tx.commit().await.map_err(StoreError::query("commit"))
+    }
+
+    /// Rolls the transaction back and releases the target's lock.
+    pub(crate) async fn rollback(self) -> Result<(), StoreError> {
+        self.tx
+            .rollback()
+            .await
+            .map_err(StoreError::query("roll back"))
+    }
+
     /// Stores the decision, and for an approval the action history row,
     /// then commits and releases the lock.
     ///
@@ -199,24 +245,7 @@ impl DecisionTx {
         if inserted == 1
             && let Some(action) = approved
         {
-            sqlx::query(
-                "INSERT INTO actions
-                     (action_id, correlation_id, cluster, namespace, target_kind, target_name,
-                      action, parameters, confidence)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(decision.proposal_id)
-            .bind(decision.correlation_id)
-            .bind(&self.target.cluster)
-            .bind(&self.target.namespace)
-            .bind(&self.target.kind)
-            .bind(&self.target.name)
-            .bind(&action.action)
-            .bind(&action.parameters)
-            .bind(action.confidence)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(StoreError::query("insert action"))?;
+            self.insert_action(decision.proposal_id, action).await?;
         }
 
         let event: Vec<u8> =

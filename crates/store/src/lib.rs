@@ -7,6 +7,7 @@
 
 mod actions;
 mod alerts;
+mod approvals;
 mod dead_letters;
 mod detectors;
 
@@ -22,6 +23,7 @@ pub use actions::{
     ActionRecord, ActionRow, Claim, DecisionRecord, DecisionTx, Finish, RecentAction, TargetKey,
 };
 pub use alerts::{AlertDelivery, AnalysisRecord, RecentTargetAction};
+pub use approvals::{PendingDecision, Settled, Settlement};
 pub use dead_letters::DeadLetterRow;
 pub use detectors::{Candidate, DetectorSettings, Finding};
 

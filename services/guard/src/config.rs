@@ -23,6 +23,21 @@ pub struct Config {
     #[command(flatten)]
     pub policy: PolicyFlags,
 
+    /// Address of the approval API, where people approve or reject
+    /// pending proposals.
+    #[arg(
+        long,
+        env = "STEWARD_GUARD_APPROVAL_LISTEN",
+        default_value = "127.0.0.1:9481"
+    )]
+    pub approval_listen: std::net::SocketAddr,
+
+    /// File of approval tokens, one `TOKEN NAME` per line; the name is
+    /// recorded as the approver. Unset: the approval API is off, and
+    /// pending proposals are rejected after the approval timeout.
+    #[arg(long, env = "STEWARD_GUARD_APPROVAL_TOKEN_FILE")]
+    pub approval_token_file: Option<PathBuf>,
+
     /// NATS connection and naming.
     #[command(flatten)]
     pub nats: NatsConfig,

@@ -8,11 +8,14 @@
 //! transaction that holds the target's advisory lock, so replicas deciding
 //! on one target take turns and cannot both approve.
 
+pub mod approvals;
 pub mod config;
 mod handler;
 pub mod policy;
 
 use std::sync::Arc;
+
+use anyhow::Context;
 
 use steward_bus::{ConsumerSpec, Stage};
 use steward_runtime::Service;
@@ -33,6 +36,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let policy = config.policy.load()?;
+    let tokens = config
+        .approval_token_file
+        .as_deref()
+        .map(approvals::ApproverTokens::load)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     tracing::info!(
         min_confidence = policy.min_confidence,
         cooldown = ?policy.cooldown,
@@ -40,8 +49,14 @@ pub async fn run(
         approval_from_risk = ?policy.require_approval_from_risk,
         "guard policy"
     );
-    let Some(service) =
-        Service::start("guard", &config.nats, &config.database, admin, shutdown).await?
+    let Some(service) = Service::start(
+        "guard",
+        &config.nats,
+        &config.database,
+        admin,
+        shutdown.clone(),
+    )
+    .await?
     else {
         return Ok(());
     };
@@ -53,6 +68,34 @@ pub async fn run(
         description: "Steward guard: approves or rejects proposals".to_owned(),
         settings: config.consumer.clone(),
     };
+    let approvals = approvals::Approvals::new(
+        service.bus.clone(),
+        service.store.clone(),
+        Arc::new(policy.clone()),
+    );
+    tokio::spawn(approvals.clone().sweep(shutdown.clone()));
+    match tokens {
+        Some(tokens) => {
+            let listener = tokio::net::TcpListener::bind(config.approval_listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "while binding the approval API to {}",
+                        config.approval_listen
+                    )
+                })?;
+            tokio::spawn(approvals::serve(
+                listener,
+                approvals,
+                tokens,
+                shutdown.clone(),
+            ));
+        }
+        None => tracing::info!(
+            timeout = ?policy.approval_timeout,
+            "the approval API is off (no --approval-token-file); pending proposals are rejected after the timeout"
+        ),
+    }
     let handler = Arc::new(ProposalHandler::new(
         service.bus.clone(),
         service.store.clone(),

@@ -475,13 +475,36 @@ async fn scale_oscillation_is_rejected_with_its_evidence() {
     let decisions = guard.decisions().await;
 
     let stages: Vec<Stage> = decisions.iter().map(|(stage, _)| *stage).collect();
-    assert_eq!(stages, [Stage::Approved, Stage::Approved, Stage::Approved, Stage::Rejected]);
+    assert_eq!(
+        stages,
+        [
+            Stage::Approved,
+            Stage::Approved,
+            Stage::Approved,
+            Stage::Rejected
+        ]
+    );
     let reason = decisions[3].1.reasons.last().cloned().unwrap_or_default();
-    assert!(reason.starts_with("scale oscillation: 2 direction changes in 1h (actions "), "{reason}");
-    let first = &decisions[0].1.proposal.clone().unwrap_or_default().proposal_id;
-    assert!(reason.contains(first.as_str()), "the evidence names the earlier actions: {reason}");
     assert!(
-        decisions[2].1.reasons.iter().any(|r| r.starts_with("warning: scale oscillation: 1 direction changes")),
+        reason.starts_with("scale oscillation: 2 direction changes in 1h (actions "),
+        "{reason}"
+    );
+    let first = &decisions[0]
+        .1
+        .proposal
+        .clone()
+        .unwrap_or_default()
+        .proposal_id;
+    assert!(
+        reason.contains(first.as_str()),
+        "the evidence names the earlier actions: {reason}"
+    );
+    assert!(
+        decisions[2]
+            .1
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("warning: scale oscillation: 1 direction changes")),
         "{:?}",
         decisions[2].1.reasons
     );
@@ -494,7 +517,9 @@ async fn namespace_rate_limit_is_enforced() {
     let guard = Guard::start_with(1, |config| config.policy.file = Some(policy.clone())).await;
 
     for (index, name) in ["a", "b", "c"].iter().enumerate() {
-        guard.propose(&proposal("restart_deployment", 0.9, name)).await;
+        guard
+            .propose(&proposal("restart_deployment", 0.9, name))
+            .await;
         guard.wait_for_decisions(index + 1).await;
     }
     let decisions = guard.decisions().await;
@@ -511,12 +536,16 @@ async fn namespace_rate_limit_is_enforced() {
 async fn high_risk_action_waits_for_approval() {
     let guard = Guard::start(1).await;
 
-    guard.propose(&proposal("rollback_deployment", 0.95, "checkout")).await;
+    guard
+        .propose(&proposal("rollback_deployment", 0.95, "checkout"))
+        .await;
     let decisions = guard.wait_for_decisions(1).await;
 
     assert_eq!(decisions[0].0, Stage::Pending);
     assert!(
-        decisions[0].1.reasons.last().is_some_and(|r| r.starts_with("rollback_deployment (high risk) needs a person's approval")),
+        decisions[0].1.reasons.last().is_some_and(
+            |r| r.starts_with("rollback_deployment (high risk) needs a person's approval")
+        ),
         "{:?}",
         decisions[0].1.reasons
     );
@@ -525,5 +554,147 @@ async fn high_risk_action_waits_for_approval() {
         .fetch_one(&pool)
         .await
         .expect("count");
-    assert_eq!(actions, 0, "a pending proposal must not enter the action history");
+    assert_eq!(
+        actions, 0,
+        "a pending proposal must not enter the action history"
+    );
+}
+
+/// A guard with the approval API on, and its token file's token.
+async fn guard_with_approvals(policy: &str) -> (Guard, String, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(steward_testkit::unique_name("approvals-"));
+    std::fs::create_dir_all(&dir).expect("folder");
+    std::fs::write(dir.join("tokens"), "secret-alice alice\n").expect("token file");
+    std::fs::write(dir.join("policy.yaml"), policy).expect("policy file");
+    let port = steward_testkit::free_port();
+    let guard = Guard::start_with(1, |config| {
+        config.approval_token_file = Some(dir.join("tokens"));
+        config.approval_listen = format!("127.0.0.1:{port}").parse().expect("address");
+        config.policy.file = Some(dir.join("policy.yaml"));
+    })
+    .await;
+    let api = format!("http://127.0.0.1:{port}");
+    let pending = format!("{api}/api/v1/pending");
+    wait_for(
+        "the approval API to listen",
+        Duration::from_secs(20),
+        || async {
+            let response = reqwest::Client::new()
+                .get(&pending)
+                .bearer_auth("secret-alice")
+                .send()
+                .await
+                .ok()?;
+            response.status().is_success().then_some(())
+        },
+    )
+    .await;
+    (guard, api, dir)
+}
+
+async fn settle(
+    api: &str,
+    proposal: &Proposal,
+    verb: &str,
+    token: &str,
+) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{api}/api/v1/proposals/{}/{verb}",
+            proposal.proposal_id
+        ))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"comment": "checked the dashboards"}))
+        .send()
+        .await
+        .expect("approval API answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn person_approves_a_pending_proposal() {
+    let (guard, api, dir) = guard_with_approvals("").await;
+    let proposal = proposal("rollback_deployment", 0.95, "checkout");
+    guard.propose(&proposal).await;
+    guard.wait_for_decisions(1).await;
+
+    let (wrong, _) = settle(&api, &proposal, "approve", "secret-mallory").await;
+    let (status, body) = settle(&api, &proposal, "approve", "secret-alice").await;
+    let decisions = guard.wait_for_decisions(2).await;
+    let (again, _) = settle(&api, &proposal, "approve", "secret-alice").await;
+    let (conflict, _) = settle(&api, &proposal, "reject", "secret-alice").await;
+
+    assert_eq!(wrong, 401);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["by"], "alice");
+    assert_eq!(decisions[1].0, Stage::Approved);
+    assert_eq!(
+        decisions[1].1.reasons.last().map(String::as_str),
+        Some("approved by alice: checked the dashboards")
+    );
+    assert_eq!(again, 200, "approving twice is a retry, not an error");
+    assert_eq!(conflict, 409, "an approved proposal cannot be rejected");
+    let pool = guard.database.pool().await;
+    let (status, resolved_by): (String, Option<String>) = sqlx::query_as(
+        "SELECT a.status, d.resolved_by FROM actions a JOIN decisions d ON d.proposal_id = a.action_id",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("the approval entered the action history");
+    assert_eq!(
+        (status.as_str(), resolved_by.as_deref()),
+        ("approved", Some("alice"))
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn person_rejects_a_pending_proposal() {
+    let (guard, api, dir) = guard_with_approvals("").await;
+    let proposal = proposal("rollback_deployment", 0.95, "checkout");
+    guard.propose(&proposal).await;
+    guard.wait_for_decisions(1).await;
+
+    let (status, _) = settle(&api, &proposal, "reject", "secret-alice").await;
+    let decisions = guard.wait_for_decisions(2).await;
+
+    assert_eq!(status, 200);
+    assert_eq!(decisions[1].0, Stage::Rejected);
+    let pool = guard.database.pool().await;
+    let actions: i64 = sqlx::query_scalar("SELECT count(*) FROM actions")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(actions, 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn unanswered_proposal_is_rejected_after_the_timeout() {
+    let (guard, _api, dir) = guard_with_approvals("approval: {timeout: 1s}\n").await;
+    guard
+        .propose(&proposal("rollback_deployment", 0.95, "checkout"))
+        .await;
+
+    let decisions = guard.wait_for_decisions(2).await;
+
+    assert_eq!(decisions[0].0, Stage::Pending);
+    assert_eq!(decisions[1].0, Stage::Rejected);
+    assert_eq!(
+        decisions[1].1.reasons.last().map(String::as_str),
+        Some("no one approved within 1s; rejected")
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn unknown_proposal_is_not_found() {
+    let (_guard, api, dir) = guard_with_approvals("").await;
+    let stranger = proposal("rollback_deployment", 0.95, "checkout");
+
+    let (status, body) = settle(&api, &stranger, "approve", "secret-alice").await;
+
+    assert_eq!(status, 404, "{body}");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,0 +1,180 @@
+//! Pending proposals: the ones that wait for a person's approval.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{ActionRecord, Store, StoreError, TargetKey};
+
+/// A proposal waiting for a person.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingDecision {
+    /// Proposal id.
+    pub proposal_id: Uuid,
+    /// Correlation id of the alert.
+    pub correlation_id: Uuid,
+    /// Cluster name.
+    pub cluster: String,
+    /// When the guard put it on hold.
+    pub decided_at: DateTime<Utc>,
+    /// The encoded `pending` event.
+    pub event: Vec<u8>,
+}
+
+/// How settling a pending proposal went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// This call settled it; publish `event` and then call
+    /// [`Store::mark_published`].
+    Now,
+    /// It was settled before with this verdict and event.
+    Before {
+        /// `approved` or `rejected`.
+        verdict: String,
+        /// The stored event.
+        event: Vec<u8>,
+    },
+    /// No such proposal was ever put on hold.
+    Unknown,
+}
+
+/// The new state of a pending proposal.
+#[derive(Debug, Clone)]
+pub struct Settlement<'a> {
+    /// `approved` or `rejected`.
+    pub verdict: &'static str,
+    /// Every reason, the person's included.
+    pub reasons: Vec<String>,
+    /// Who decided: a person's name, or `timeout`.
+    pub by: &'a str,
+    /// The encoded decision event.
+    pub event: Vec<u8>,
+    /// The target, for the action history and the per-target lock.
+    pub target: TargetKey,
+    /// The action history row of an approval.
+    pub action: Option<ActionRecord>,
+}
+
+impl Store {
+    /// Returns a pending proposal, if it is still pending.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn pending_decision(
+        &self,
+        proposal_id: Uuid,
+    ) -> Result<Option<PendingDecision>, StoreError> {
+        sqlx::query_as(
+            "SELECT proposal_id, correlation_id, cluster, decided_at, event
+             FROM decisions WHERE proposal_id = $1 AND verdict = 'pending'",
+        )
+        .bind(proposal_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query("load pending decision"))
+    }
+
+    /// Returns every proposal still pending, oldest first.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn pending_decisions(&self) -> Result<Vec<PendingDecision>, StoreError> {
+        sqlx::query_as(
+            "SELECT proposal_id, correlation_id, cluster, decided_at, event
+             FROM decisions WHERE verdict = 'pending' ORDER BY decided_at",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("list pending decisions"))
+    }
+
+    /// Returns the pending proposals put on hold more than `timeout` ago.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn expired_pending(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<PendingDecision>, StoreError> {
+        sqlx::query_as(
+            "SELECT proposal_id, correlation_id, cluster, decided_at, event
+             FROM decisions
+             WHERE verdict = 'pending' AND decided_at < now() - make_interval(secs => $1)
+             ORDER BY decided_at",
+        )
+        .bind(timeout.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("list expired pending decisions"))
+    }
+
+    /// Settles a pending proposal under its target's lock; only one caller
+    /// (of several replicas, or a person racing the timeout) wins.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn settle_pending(
+        &self,
+        proposal_id: Uuid,
+        settlement: &Settlement<'_>,
+    ) -> Result<Settled, StoreError> {
+        let mut tx = self.begin_decision(settlement.target.clone()).await?;
+        let updated = sqlx::query(
+            "UPDATE decisions
+             SET verdict = $2, reasons = $3, event = $4, resolved_by = $5, resolved_at = now(), unpublished = true
+             WHERE proposal_id = $1 AND verdict = 'pending'",
+        )
+        .bind(proposal_id)
+        .bind(settlement.verdict)
+        .bind(&settlement.reasons)
+        .bind(&settlement.event)
+        .bind(settlement.by)
+        .execute(tx.connection())
+        .await
+        .map_err(StoreError::query("settle pending decision"))?
+        .rows_affected();
+
+        if updated == 0 {
+            let current: Option<(String, Vec<u8>)> =
+                sqlx::query_as("SELECT verdict, event FROM decisions WHERE proposal_id = $1")
+                    .bind(proposal_id)
+                    .fetch_optional(tx.connection())
+                    .await
+                    .map_err(StoreError::query("load settled decision"))?;
+            tx.rollback().await?;
+            return Ok(match current {
+                Some((verdict, event)) => Settled::Before { verdict, event },
+                None => Settled::Unknown,
+            });
+        }
+        if let Some(action) = &settlement.action {
+            tx.insert_action(proposal_id, action).await?;
+        }
+        tx.finish().await?;
+        Ok(Settled::Now)
+    }
+
+    /// Records that a settled proposal's event was published.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn mark_published(&self, proposal_id: Uuid) -> Result<(), StoreError> {
+        sqlx::query("UPDATE decisions SET unpublished = false WHERE proposal_id = $1")
+            .bind(proposal_id)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("mark decision published"))?;
+        Ok(())
+    }
+
+    /// Returns settled proposals whose event is not published yet, with
+    /// their cluster.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn unpublished_decisions(&self) -> Result<Vec<(Uuid, String, Vec<u8>)>, StoreError> {
+        sqlx::query_as("SELECT proposal_id, cluster, event FROM decisions WHERE unpublished")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("list unpublished decisions"))
+    }
+}

@@ -1,0 +1,506 @@
+//! Settling pending proposals: a person approves or rejects them over an
+//! authenticated HTTP endpoint, or they are rejected after the approval
+//! timeout. The model can never approve: only a bearer token from the
+//! approval token file can, and the token names the person.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use steward_bus::{Bus, Stage, event_id};
+use steward_proto::Message;
+use steward_proto::v1::{self, Decision, RemediationEvent, remediation_event};
+use steward_store::{ActionRecord, PendingDecision, Settled, Settlement, Store, TargetKey};
+use steward_telemetry::error_chain;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::Policy;
+
+/// Longest time between two passes of the timeout and republish loop;
+/// short approval timeouts are checked more often.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why settling a proposal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    /// No proposal with that id was ever put on hold.
+    #[error("proposal {0} was never pending")]
+    Unknown(Uuid),
+    /// It was settled the other way already.
+    #[error("proposal {proposal_id} was already {verdict}")]
+    AlreadySettled {
+        /// Proposal id.
+        proposal_id: Uuid,
+        /// The verdict it got.
+        verdict: String,
+    },
+    /// Postgres or NATS failed; retrying may work.
+    #[error("failed to settle the proposal: {0}")]
+    Unavailable(String),
+}
+
+/// Settles pending proposals and publishes the result.
+#[derive(Clone)]
+pub struct Approvals {
+    bus: Bus,
+    store: Store,
+    policy: Arc<Policy>,
+}
+
+impl Approvals {
+    /// Creates the settler.
+    pub fn new(bus: Bus, store: Store, policy: Arc<Policy>) -> Self {
+        Self { bus, store, policy }
+    }
+
+    /// Approves or rejects a pending proposal on behalf of `by`. Settling it
+    /// again the same way publishes the stored result again, so a retried
+    /// request is safe.
+    ///
+    /// # Errors
+    /// Fails when the proposal is unknown, was settled the other way, or
+    /// Postgres or NATS failed.
+    pub async fn settle(
+        &self,
+        proposal_id: Uuid,
+        approve: bool,
+        by: &str,
+        comment: &str,
+    ) -> Result<(), ApprovalError> {
+        let unavailable =
+            |error: &dyn std::error::Error| ApprovalError::Unavailable(error.to_string());
+        let wanted = if approve { "approved" } else { "rejected" };
+        let Some(pending) = self
+            .store
+            .pending_decision(proposal_id)
+            .await
+            .map_err(|e| unavailable(&e))?
+        else {
+            // Settled before, or never pending.
+            let Some(stored) = self
+                .store
+                .stored_decision(proposal_id)
+                .await
+                .map_err(|e| unavailable(&e))?
+            else {
+                return Err(ApprovalError::Unknown(proposal_id));
+            };
+            let event = RemediationEvent::decode(stored.as_slice()).map_err(|error| {
+                ApprovalError::Unavailable(format!("the stored decision does not decode: {error}"))
+            })?;
+            let verdict = match &event.body {
+                Some(remediation_event::Body::Approved(_)) => "approved",
+                Some(remediation_event::Body::Rejected(_)) => "rejected",
+                _ => "pending",
+            };
+            if verdict != wanted {
+                return Err(ApprovalError::AlreadySettled {
+                    proposal_id,
+                    verdict: verdict.to_owned(),
+                });
+            }
+            let cluster = event.cluster.clone();
+            return self.publish(&cluster, proposal_id, stored).await;
+        };
+        let note = if comment.is_empty() {
+            format!("{wanted} by {by}")
+        } else {
+            format!("{wanted} by {by}: {comment}")
+        };
+        self.settle_pending(&pending, approve, by, note).await
+    }
+
+    /// Rejects the proposals that waited longer than the approval timeout
+    /// and publishes settled proposals whose publish failed, until
+    /// `shutdown`.
+    pub async fn sweep(self, shutdown: CancellationToken) {
+        let interval =
+            (self.policy.approval_timeout / 4).clamp(Duration::from_millis(100), SWEEP_INTERVAL);
+        let mut ticker = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            if let Err(error) = self.sweep_once().await {
+                tracing::warn!(error = %error, "approval sweep failed; it runs again shortly");
+            }
+        }
+    }
+
+    /// One pass of [`Approvals::sweep`].
+    ///
+    /// # Errors
+    /// Fails when Postgres or NATS failed.
+    pub async fn sweep_once(&self) -> Result<(), ApprovalError> {
+        let unavailable =
+            |error: &dyn std::error::Error| ApprovalError::Unavailable(error.to_string());
+        let expired = self
+            .store
+            .expired_pending(self.policy.approval_timeout)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        for pending in expired {
+            let note = format!(
+                "no one approved within {}; rejected",
+                humantime::format_duration(self.policy.approval_timeout)
+            );
+            match self.settle_pending(&pending, false, "timeout", note).await {
+                Ok(()) | Err(ApprovalError::AlreadySettled { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        for (proposal_id, cluster, event) in self
+            .store
+            .unpublished_decisions()
+            .await
+            .map_err(|e| unavailable(&e))?
+        {
+            self.publish(&cluster, proposal_id, event).await?;
+        }
+        Ok(())
+    }
+
+    async fn settle_pending(
+        &self,
+        pending: &PendingDecision,
+        approve: bool,
+        by: &str,
+        note: String,
+    ) -> Result<(), ApprovalError> {
+        let event = RemediationEvent::decode(pending.event.as_slice()).map_err(|error| {
+            ApprovalError::Unavailable(format!("the stored pending event does not decode: {error}"))
+        })?;
+        let Some(remediation_event::Body::Pending(decision)) = event.body else {
+            return Err(ApprovalError::Unavailable(
+                "the stored event is not a pending decision".to_owned(),
+            ));
+        };
+        let proposal = decision.proposal.clone().unwrap_or_default();
+        let target = proposal.target.clone().unwrap_or_default();
+        let stage = if approve {
+            Stage::Approved
+        } else {
+            Stage::Rejected
+        };
+        let mut reasons = decision.reasons.clone();
+        reasons.push(note);
+        let settled = Decision {
+            proposal: Some(proposal.clone()),
+            verdict: if approve {
+                v1::Verdict::Approved
+            } else {
+                v1::Verdict::Rejected
+            } as i32,
+            reasons: reasons.clone(),
+            decided_at: Some(steward_proto::now()),
+        };
+        let new_event = RemediationEvent {
+            event_id: event_id(&pending.proposal_id, stage).to_string(),
+            correlation_id: pending.correlation_id.to_string(),
+            cluster: pending.cluster.clone(),
+            occurred_at: settled.decided_at,
+            body: Some(if approve {
+                remediation_event::Body::Approved(settled)
+            } else {
+                remediation_event::Body::Rejected(settled)
+            }),
+        };
+        let encoded = new_event.encode_to_vec();
+        let settlement = Settlement {
+            verdict: stage.as_str(),
+            reasons,
+            by,
+            event: encoded.clone(),
+            target: TargetKey {
+                cluster: pending.cluster.clone(),
+                namespace: target.namespace.clone(),
+                kind: target.kind().label().to_owned(),
+                name: target.name.clone(),
+            },
+            action: approve.then(|| ActionRecord {
+                action: proposal.action.clone(),
+                parameters: steward_actions::parameters_to_json(&proposal.parameters),
+                confidence: proposal.confidence,
+            }),
+        };
+        match self
+            .store
+            .settle_pending(pending.proposal_id, &settlement)
+            .await
+            .map_err(|e| ApprovalError::Unavailable(error_chain(&e)))?
+        {
+            Settled::Now => {
+                tracing::info!(proposal_id = %pending.proposal_id, verdict = stage.as_str(), by, "pending proposal settled");
+                self.publish(&pending.cluster, pending.proposal_id, encoded)
+                    .await
+            }
+            Settled::Before { verdict, event } if verdict == stage.as_str() => {
+                self.publish(&pending.cluster, pending.proposal_id, event)
+                    .await
+            }
+            Settled::Before { verdict, .. } => Err(ApprovalError::AlreadySettled {
+                proposal_id: pending.proposal_id,
+                verdict,
+            }),
+            Settled::Unknown => Err(ApprovalError::Unknown(pending.proposal_id)),
+        }
+    }
+
+    async fn publish(
+        &self,
+        cluster: &str,
+        proposal_id: Uuid,
+        event: Vec<u8>,
+    ) -> Result<(), ApprovalError> {
+        let decoded = RemediationEvent::decode(event.as_slice()).map_err(|error| {
+            ApprovalError::Unavailable(format!("the stored decision does not decode: {error}"))
+        })?;
+        let stage = match decoded.body {
+            Some(remediation_event::Body::Approved(_)) => Stage::Approved,
+            _ => Stage::Rejected,
+        };
+        self.bus
+            .publish_event(stage, cluster, &decoded.event_id, Bytes::from(event))
+            .await
+            .map_err(|error| ApprovalError::Unavailable(error_chain(&error)))?;
+        self.store
+            .mark_published(proposal_id)
+            .await
+            .map_err(|error| ApprovalError::Unavailable(error_chain(&error)))
+    }
+}
+
+/// Approval tokens, each naming the person who holds it.
+#[derive(Debug, Clone, Default)]
+pub struct ApproverTokens(HashMap<String, String>);
+
+impl ApproverTokens {
+    /// Reads a token file: one `TOKEN NAME` per line; blank lines and lines
+    /// starting with `#` are skipped.
+    ///
+    /// # Errors
+    /// Fails when the file cannot be read, a line lacks a name, a token
+    /// repeats, or there is no token, naming the file and line.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "failed to read the approval token file {}: {e}",
+                path.display()
+            )
+        })?;
+        let mut tokens = HashMap::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((token, name)) = line.split_once(char::is_whitespace) else {
+                return Err(format!(
+                    "approval token file {} line {}: expected `TOKEN NAME`",
+                    path.display(),
+                    number + 1
+                ));
+            };
+            if tokens
+                .insert(token.to_owned(), name.trim().to_owned())
+                .is_some()
+            {
+                return Err(format!(
+                    "approval token file {} line {}: the token appears on an earlier line too",
+                    path.display(),
+                    number + 1
+                ));
+            }
+        }
+        if tokens.is_empty() {
+            return Err(format!(
+                "approval token file {} contains no tokens",
+                path.display()
+            ));
+        }
+        Ok(Self(tokens))
+    }
+
+    /// Returns the person holding `token`.
+    fn person(&self, token: &str) -> Option<&str> {
+        // Constant time per token, so timing does not reveal a prefix.
+        let mut found = None;
+        for (known, name) in &self.0 {
+            let equal = known.len() == token.len()
+                && known
+                    .bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                    == 0;
+            if equal {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+}
+
+#[derive(Clone)]
+struct ApiState {
+    approvals: Approvals,
+    tokens: Arc<ApproverTokens>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Body {
+    #[serde(default)]
+    comment: String,
+}
+
+/// Serves the approval API on `listener` until `shutdown`:
+/// `GET /api/v1/pending`, `POST /api/v1/proposals/{id}/approve` and
+/// `POST /api/v1/proposals/{id}/reject` (JSON body `{"comment": "..."}`,
+/// optional), each with a bearer token from the approval token file.
+///
+/// # Errors
+/// Fails when the server stops with an I/O error.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    approvals: Approvals,
+    tokens: ApproverTokens,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let address: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(?address, "approval API listening");
+    let app = axum::Router::new()
+        .route("/api/v1/pending", get(list_pending))
+        .route("/api/v1/proposals/{id}/approve", post(approve))
+        .route("/api/v1/proposals/{id}/reject", post(reject))
+        .with_state(ApiState {
+            approvals,
+            tokens: Arc::new(tokens),
+        });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<String, Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match token.and_then(|token| state.tokens.person(token)) {
+        Some(person) => Ok(person.to_owned()),
+        None => {
+            tracing::warn!("approval request rejected: missing or invalid bearer token");
+            Err(error(
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid bearer token",
+            ))
+        }
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
+}
+
+async fn list_pending(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(response) = authenticate(&state, &headers) {
+        return response;
+    }
+    match state.approvals.store.pending_decisions().await {
+        Ok(pending) => {
+            let items: Vec<serde_json::Value> = pending
+                .iter()
+                .map(|pending| {
+                    let proposal = RemediationEvent::decode(pending.event.as_slice())
+                        .ok()
+                        .and_then(|event| match event.body {
+                            Some(remediation_event::Body::Pending(decision)) => decision.proposal,
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    json!({
+                        "proposal_id": pending.proposal_id,
+                        "cluster": pending.cluster,
+                        "action": proposal.action,
+                        "target": proposal.target.unwrap_or_default().to_string(),
+                        "confidence": proposal.confidence,
+                        "reasoning": proposal.reasoning,
+                        "pending_since": pending.decided_at,
+                    })
+                })
+                .collect();
+            Json(json!({"pending": items})).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &error_chain(&e)),
+    }
+}
+
+async fn approve(
+    state: State<ApiState>,
+    headers: HeaderMap,
+    id: UrlPath<String>,
+    body: Option<Json<Body>>,
+) -> Response {
+    settle(state, headers, id, body, true).await
+}
+
+async fn reject(
+    state: State<ApiState>,
+    headers: HeaderMap,
+    id: UrlPath<String>,
+    body: Option<Json<Body>>,
+) -> Response {
+    settle(state, headers, id, body, false).await
+}
+
+async fn settle(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Option<Json<Body>>,
+    approve: bool,
+) -> Response {
+    let person = match authenticate(&state, &headers) {
+        Ok(person) => person,
+        Err(response) => return response,
+    };
+    let Ok(proposal_id) = Uuid::parse_str(&id) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("{id:?} is not a proposal id (a UUID)"),
+        );
+    };
+    let comment = body.map(|Json(body)| body.comment).unwrap_or_default();
+    match state
+        .approvals
+        .settle(proposal_id, approve, &person, comment.trim())
+        .await
+    {
+        Ok(()) => Json(json!({
+            "proposal_id": proposal_id,
+            "verdict": if approve { "approved" } else { "rejected" },
+            "by": person,
+        }))
+        .into_response(),
+        Err(e @ ApprovalError::Unknown(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e @ ApprovalError::AlreadySettled { .. }) => {
+            error(StatusCode::CONFLICT, &e.to_string())
+        }
+        Err(e @ ApprovalError::Unavailable(_)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+    }
+}
