@@ -392,23 +392,26 @@ pub async fn serve(
         .await
 }
 
-fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<String, Response> {
+/// Returns the person holding the request's bearer token, or the 401
+/// response.
+fn authenticate(state: &ApiState, headers: &HeaderMap) -> Option<String> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
-    match token.and_then(|token| state.tokens.person(token)) {
-        Some(person) => Ok(person.to_owned()),
-        None => {
-            tracing::warn!("approval request rejected: missing or invalid bearer token");
-            Err(error(
-                StatusCode::UNAUTHORIZED,
-                "missing or invalid bearer token",
-            ))
-        }
+    let person = token
+        .and_then(|token| state.tokens.person(token))
+        .map(str::to_owned);
+    if person.is_none() {
+        tracing::warn!("approval request rejected: missing or invalid bearer token");
     }
+    person
+}
+
+fn unauthorized() -> Response {
+    error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token")
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -416,8 +419,8 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 async fn list_pending(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Err(response) = authenticate(&state, &headers) {
-        return response;
+    if authenticate(&state, &headers).is_none() {
+        return unauthorized();
     }
     match state.approvals.store.pending_decisions().await {
         Ok(pending) => {
@@ -473,9 +476,8 @@ async fn settle(
     body: Option<Json<Body>>,
     approve: bool,
 ) -> Response {
-    let person = match authenticate(&state, &headers) {
-        Ok(person) => person,
-        Err(response) => return response,
+    let Some(person) = authenticate(&state, &headers) else {
+        return unauthorized();
     };
     let Ok(proposal_id) = Uuid::parse_str(&id) else {
         return error(
