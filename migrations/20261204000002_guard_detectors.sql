@@ -216,5 +216,8 @@ CREATE INDEX actions_target_history
     ON actions (cluster, namespace, target_kind, target_name, approved_at DESC);
 CREATE INDEX actions_namespace_finished
     ON actions (cluster, namespace, finished_at DESC);
+-- The guard's rate limits: approvals per cluster and per namespace.
+CREATE INDEX actions_cluster_approved ON actions (cluster, approved_at DESC);
+CREATE INDEX actions_namespace_approved ON actions (cluster, namespace, approved_at DESC);
 CREATE INDEX alert_instances_namespace_seen
     ON alert_instances (cluster, (labels->>'namespace'), first_seen_at DESC);

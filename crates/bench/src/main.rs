@@ -58,6 +58,16 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// Guard decision latency over a large action history, beside a plain
+    /// indexed lookup of the target's last action.
+    Guard {
+        /// Rows of action history to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: i64,
+        /// Decisions to time.
+        #[arg(long, default_value_t = 500)]
+        decisions: usize,
+    },
     /// Latency and tokens per analysis on a real model server.
     Model {
         /// Base URL of an OpenAI-compatible endpoint.
@@ -86,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
         } => pool(requests, Duration::from_millis(latency_ms), concurrency).await,
         Command::Model { url, model, runs } => real_model(&url, &model, runs).await,
+        Command::Guard { rows, decisions } => guard(rows, decisions).await,
     }
 }
 
@@ -314,4 +325,104 @@ fn model_alerts() -> Vec<steward_proto::v1::AlertEvent> {
             ("persistentvolumeclaim", "postgres-data-0"),
         ]),
     ]
+}
+
+/// Targets the generated history is spread over.
+const TARGETS: i64 = 5000;
+
+async fn guard(rows: i64, decisions: usize) -> anyhow::Result<()> {
+    let database = TestDatabase::create().await;
+    let store = steward_store::Store::connect_once(&database.config()).await?;
+    store.migrate().await?;
+    let pool = database.pool().await;
+
+    // History over the last 30 days, spread over TARGETS deployments and
+    // four actions; a decision row per action, as the guard writes them.
+    let started = Instant::now();
+    sqlx::raw_sql(&format!(
+        "INSERT INTO decisions (proposal_id, correlation_id, cluster, verdict, reasons, event, decided_at)
+         SELECT md5('p' || i)::uuid, md5('c' || i)::uuid, 'prod', 'approved', '{{}}', '',
+                now() - (i % 2592000) * interval '1 second'
+         FROM generate_series(1, {rows}) AS i;
+         INSERT INTO actions (action_id, correlation_id, cluster, namespace, target_kind, target_name,
+                              action, parameters, confidence, status, mode, approved_at, finished_at,
+                              effective, alert_resolved_at)
+         SELECT md5('p' || i)::uuid, md5('c' || i)::uuid, 'prod', 'ns-' || (i % 50), 'deployment',
+                'app-' || (i % {TARGETS}),
+                (ARRAY['restart_deployment', 'scale_deployment', 'increase_resources', 'delete_pod'])[1 + i % 4],
+                jsonb_build_object('replicas', 1 + i % 7), 0.9,
+                CASE WHEN i % 10 = 0 THEN 'failed' ELSE 'succeeded' END, 'live',
+                now() - (i % 2592000) * interval '1 second',
+                now() - (i % 2592000) * interval '1 second' + interval '1 minute',
+                i % 3 <> 0,
+                now() - (i % 2592000) * interval '1 second' + interval '5 minutes'
+         FROM generate_series(1, {rows}) AS i;
+         ANALYZE decisions; ANALYZE actions;"
+    ))
+    .execute(&pool)
+    .await?;
+    let loaded = started.elapsed();
+
+    let settings = steward_store::DetectorSettings::default();
+    let mut guard_times = Vec::with_capacity(decisions);
+    let mut lookup_times = Vec::with_capacity(decisions);
+    for run in 0..decisions {
+        let target = (run as i64 * 7919) % TARGETS;
+        let key = steward_store::TargetKey {
+            cluster: "prod".into(),
+            namespace: format!("ns-{}", target % 50),
+            kind: "deployment".into(),
+            name: format!("app-{target}"),
+        };
+
+        // The guard's reads for one decision, in its transaction.
+        let started = Instant::now();
+        let mut tx = store.begin_decision(key.clone()).await?;
+        tx.alert_resolved(uuid::Uuid::new_v4()).await?;
+        tx.latest_action_within("scale_deployment", Duration::from_secs(300))
+            .await?;
+        let candidate = steward_store::Candidate {
+            action: "scale_deployment",
+            replicas: Some(4),
+        };
+        tx.findings(&candidate, &settings).await?;
+        tx.approvals_within(Duration::from_secs(3600), None).await?;
+        tx.approvals_within(Duration::from_secs(3600), Some(&key.namespace))
+            .await?;
+        drop(tx);
+        guard_times.push(started.elapsed().as_secs_f64() * 1000.0);
+
+        // A plain indexed lookup of the target's last action.
+        let started = Instant::now();
+        let _: Option<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT action_id FROM actions
+             WHERE cluster = $1 AND namespace = $2 AND target_kind = $3 AND target_name = $4
+             ORDER BY approved_at DESC LIMIT 1",
+        )
+        .bind(&key.cluster)
+        .bind(&key.namespace)
+        .bind(&key.kind)
+        .bind(&key.name)
+        .fetch_optional(&pool)
+        .await?;
+        lookup_times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let percentile = |times: &mut Vec<f64>, p: f64| {
+        times.sort_by(f64::total_cmp);
+        times[((times.len() - 1) as f64 * p).round() as usize]
+    };
+    let guard_p50 = percentile(&mut guard_times, 0.5);
+    let guard_p99 = percentile(&mut guard_times, 0.99);
+    let lookup_p50 = percentile(&mut lookup_times, 0.5);
+    let lookup_p99 = percentile(&mut lookup_times, 0.99);
+    println!(
+        "| history rows | load time | decisions | guard p50 | guard p99 | indexed lookup p50 | indexed lookup p99 | guard / lookup (p50) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {rows} | {:.0} s | {decisions} | {guard_p50:.2} ms | {guard_p99:.2} ms | {lookup_p50:.2} ms | {lookup_p99:.2} ms | {:.1}x |",
+        loaded.as_secs_f64(),
+        guard_p50 / lookup_p50
+    );
+    Ok(())
 }
