@@ -40,6 +40,12 @@ enum Command {
     },
     /// List the proposals waiting for a person's approval.
     Pending,
+    /// Delete history older than a retention period (guard does it hourly).
+    Prune {
+        /// Age of the oldest history kept, such as 90d.
+        #[arg(long, value_parser = humantime_duration)]
+        older_than: std::time::Duration,
+    },
     /// Approve a pending proposal through the guard's approval API.
     Approve(Settle),
     /// Reject a pending proposal through the guard's approval API.
@@ -50,6 +56,11 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
+}
+
+fn humantime_duration(value: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(value)
+        .map_err(|e| format!("{value:?} is not a duration such as 90d: {e}"))
 }
 
 /// Where the guard's approval API is and how to authenticate.
@@ -141,6 +152,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("while connecting to {}", redact(&cli.database.url)))?;
     match cli.command {
         Command::Rbac | Command::ActionsDoc | Command::Approve(_) | Command::Reject(_) => {}
+        Command::Prune { older_than } => match store.prune(older_than, 10_000).await? {
+            Some(pruned) => println!("{pruned:?}"),
+            None => println!("another process is pruning; try again later"),
+        },
         Command::Pending => {
             for pending in store.pending_decisions().await? {
                 use steward_proto::Message;

@@ -10,6 +10,7 @@ mod alerts;
 mod approvals;
 mod dead_letters;
 mod detectors;
+mod retention;
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ pub use alerts::{AlertDelivery, AnalysisRecord, RecentTargetAction};
 pub use approvals::{PendingDecision, Settled, Settlement};
 pub use dead_letters::DeadLetterRow;
 pub use detectors::{Candidate, DetectorSettings, Finding};
+pub use retention::Pruned;
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]

@@ -56,11 +56,12 @@ impl History {
     async fn add(&self, past: Past<'_>) -> Uuid {
         let id = Uuid::new_v4();
         sqlx::query(
-            "INSERT INTO decisions (proposal_id, correlation_id, cluster, verdict, reasons, event)
-             VALUES ($1, $2, 'prod', 'approved', '{}', '')",
+            "INSERT INTO decisions (proposal_id, correlation_id, cluster, verdict, reasons, event, decided_at)
+             VALUES ($1, $2, 'prod', 'approved', '{}', '', now() - make_interval(mins => $3))",
         )
         .bind(id)
         .bind(Uuid::new_v4())
+        .bind(past.minutes_ago as i32)
         .execute(&self.pool)
         .await
         .expect("decision row");
@@ -370,5 +371,39 @@ async fn a_success_between_failures_resets_the_count() {
             .iter()
             .all(|f| f.detector != "consecutive_failures"),
         "{findings:?}"
+    );
+}
+
+#[tokio::test]
+async fn pruning_removes_old_finished_history_only() {
+    let history = History::new().await;
+    let old = history
+        .add(Past::new("restart_deployment", 60 * 24 * 100))
+        .await;
+    let recent = history.add(Past::new("restart_deployment", 60)).await;
+    let running = history
+        .add(Past {
+            status: "executing",
+            ..Past::new("restart_deployment", 60 * 24 * 100)
+        })
+        .await;
+
+    let pruned = history
+        .store
+        .prune(std::time::Duration::from_secs(90 * 24 * 3600), 1)
+        .await
+        .expect("prune")
+        .expect("no other pruner");
+
+    assert_eq!(pruned.actions, 1);
+    assert_eq!(pruned.decisions, 1);
+    let left: Vec<Uuid> = sqlx::query_scalar("SELECT action_id FROM actions ORDER BY approved_at")
+        .fetch_all(&history.pool)
+        .await
+        .expect("rows");
+    assert!(!left.contains(&old), "the old finished action must go");
+    assert!(
+        left.contains(&recent) && left.contains(&running),
+        "{left:?}"
     );
 }

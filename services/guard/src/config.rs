@@ -23,6 +23,12 @@ pub struct Config {
     #[command(flatten)]
     pub policy: PolicyFlags,
 
+    /// Age after which the action history, decisions, analyses, alert
+    /// instances and dead letters are deleted; one guard replica prunes
+    /// every hour. `0s` keeps everything.
+    #[arg(long, env = "STEWARD_RETENTION", default_value = "90d", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+
     /// Address of the approval API, where people approve or reject
     /// pending proposals.
     #[arg(

@@ -74,6 +74,13 @@ pub async fn run(
         Arc::new(policy.clone()),
     );
     tokio::spawn(approvals.clone().sweep(shutdown.clone()));
+    if !config.retention.is_zero() {
+        tokio::spawn(prune_hourly(
+            service.store.clone(),
+            config.retention,
+            shutdown.clone(),
+        ));
+    }
     match tokens {
         Some(tokens) => {
             let listener = tokio::net::TcpListener::bind(config.approval_listen)
@@ -103,4 +110,27 @@ pub async fn run(
         service.metrics.clone(),
     ));
     service.consume(spec, handler).await
+}
+
+/// Deletes history older than `retention` every hour until `shutdown`;
+/// replicas take turns through an advisory lock.
+async fn prune_hourly(
+    store: steward_store::Store,
+    retention: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match store.prune(retention, 10_000).await {
+            Ok(Some(pruned)) => tracing::info!(?pruned, ?retention, "old history pruned"),
+            Ok(None) => tracing::debug!("another replica is pruning"),
+            Err(error) => {
+                tracing::warn!(error = %steward_telemetry::error_chain(&error), "pruning failed; it runs again in an hour")
+            }
+        }
+    }
 }
