@@ -110,7 +110,7 @@ async fn alertmanager_alert_reaches_a_notification_and_the_history() {
         "target=deployment/shop/checkout",
         "confidence=0.80",
         "analyzer=rules",
-        "guard=approved [confidence 0.80 meets the threshold 0.70;",
+        "guard=approved [confidence 0.80 meets the threshold 0.70 for medium risk;",
         "result=dry-run succeeded [would patch deployment/shop/checkout",
         "reasoning=\"KubeDeploymentReplicasMismatch on deployment/shop/checkout:",
     ] {

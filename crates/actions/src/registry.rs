@@ -457,9 +457,10 @@ pub static REGISTRY: &[ActionSpec] = &[
         )],
         targets: &[TargetKind::Deployment, TargetKind::Statefulset],
         risk: Risk::Low,
+        // `list` finds the workloads whose debug mode expired, to revert it.
         permissions: &[
-            permission("apps", "deployments", GET_PATCH),
-            permission("apps", "statefulsets", GET_PATCH),
+            permission("apps", "deployments", &["get", "list", "patch"]),
+            permission("apps", "statefulsets", &["get", "list", "patch"]),
         ],
         job_template: false,
     },

@@ -109,6 +109,18 @@ pub async fn run(
         Mode::Live => tracing::warn!("live mode: approved actions change the cluster"),
     }
 
+    // Debug modes expire in the cluster, so reverting them needs no
+    // message; dry-run replicas change nothing and revert nothing.
+    if let (Some(client), Mode::Live) = (&client, config.mode) {
+        actions::monitoring::spawn_reverter(
+            client.clone(),
+            settings.clone(),
+            config.mode,
+            std::time::Duration::from_secs(30),
+            shutdown.clone(),
+        );
+    }
+
     let Some(service) =
         Service::start("execute", &config.nats, &config.database, admin, shutdown).await?
     else {

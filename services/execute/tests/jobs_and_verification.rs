@@ -51,8 +51,15 @@ fn target(kind: TargetKind, namespace: &str, name: &str) -> Target {
     }
 }
 
-async fn run(executor: &Executor, action: &str, target: &Target, action_id: Uuid, attempts: i32) -> Report {
-    let (_, parameters) = steward_actions::validate(action, target.kind(), &HashMap::new()).expect("valid");
+async fn run(
+    executor: &Executor,
+    action: &str,
+    target: &Target,
+    action_id: Uuid,
+    attempts: i32,
+) -> Report {
+    let (_, parameters) =
+        steward_actions::validate(action, target.kind(), &HashMap::new()).expect("valid");
     let request = Request {
         action_id,
         action,
@@ -65,7 +72,9 @@ async fn run(executor: &Executor, action: &str, target: &Target, action_id: Uuid
 
 fn deployment(name: &str, uses_secret: Option<&str>) -> Value {
     let env = match uses_secret {
-        Some(secret) => json!([{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}]),
+        Some(secret) => {
+            json!([{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}])
+        }
         None => json!([]),
     };
     json!({
@@ -89,11 +98,32 @@ async fn backup_job_is_created_from_its_template() {
     let jobs = fake.list_json("batch/v1", "jobs", Some("data"));
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let job = &jobs[0];
-    assert!(job["metadata"]["name"].as_str().unwrap_or("").starts_with("steward-backup-data-"), "{job}");
-    assert_eq!(job["metadata"]["annotations"]["steward.io/action-id"], action_id.to_string());
+    assert!(
+        job["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("steward-backup-data-"),
+        "{job}"
+    );
+    assert_eq!(
+        job["metadata"]["annotations"]["steward.io/action-id"],
+        action_id.to_string()
+    );
     let env = &job["spec"]["template"]["spec"]["containers"][0]["env"];
-    let names: Vec<&str> = env.as_array().expect("env").iter().filter_map(|v| v["name"].as_str()).collect();
-    for expected in ["MODE", "STEWARD_ACTION", "STEWARD_ACTION_ID", "STEWARD_TARGET_KIND", "STEWARD_TARGET_NAMESPACE", "STEWARD_TARGET_NAME"] {
+    let names: Vec<&str> = env
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for expected in [
+        "MODE",
+        "STEWARD_ACTION",
+        "STEWARD_ACTION_ID",
+        "STEWARD_TARGET_KIND",
+        "STEWARD_TARGET_NAMESPACE",
+        "STEWARD_TARGET_NAME",
+    ] {
         assert!(names.contains(&expected), "{expected} missing from {env}");
     }
 }
@@ -109,7 +139,10 @@ async fn job_of_an_earlier_attempt_is_not_created_twice() {
     let retry = run(&executor, "backup_data", &claim, action_id, 2).await;
 
     assert!(retry.succeeded, "{retry:?}");
-    assert!(retry.changes[0].contains("already exists from an earlier attempt"), "{retry:?}");
+    assert!(
+        retry.changes[0].contains("already exists from an earlier attempt"),
+        "{retry:?}"
+    );
     assert_eq!(fake.list_json("batch/v1", "jobs", Some("data")).len(), 1);
 }
 
@@ -122,7 +155,10 @@ async fn job_action_without_template_fails_clearly() {
     let report = run(&executor, "backup_data", &claim, Uuid::new_v4(), 1).await;
 
     assert!(!report.succeeded);
-    assert!(report.error.contains("no job template for backup_data"), "{report:?}");
+    assert!(
+        report.error.contains("no job template for backup_data"),
+        "{report:?}"
+    );
     assert!(report.error.contains("--job-templates"), "{report:?}");
 }
 
@@ -135,14 +171,18 @@ async fn dry_run_job_is_not_persisted() {
     let report = run(&executor, "backup_data", &claim, Uuid::new_v4(), 1).await;
 
     assert!(report.succeeded, "{report:?}");
-    assert!(report.changes[0].starts_with("would create job data/steward-backup-data-"), "{report:?}");
+    assert!(
+        report.changes[0].starts_with("would create job data/steward-backup-data-"),
+        "{report:?}"
+    );
     assert!(fake.list_json("batch/v1", "jobs", Some("data")).is_empty());
 }
 
 #[tokio::test]
 async fn rotated_secret_restarts_only_the_workloads_using_it() {
     let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(deployment("checkout", Some("db-credentials"))).expect("seed");
+    fake.insert(deployment("checkout", Some("db-credentials")))
+        .expect("seed");
     fake.insert(deployment("catalog", None)).expect("seed");
     let executor = Executor::with_settings(Some(fake.client()), Mode::Live, settings());
     let secret = target(TargetKind::Secret, "shop", "db-credentials");
@@ -151,16 +191,22 @@ async fn rotated_secret_restarts_only_the_workloads_using_it() {
     let controller = fake.client();
     let completer = {
         tokio::spawn(async move {
-            let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> = kube::Api::namespaced(controller, "shop");
+            let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
+                kube::Api::namespaced(controller, "shop");
             let name = wait_for("the rotation job", Duration::from_secs(20), || async {
                 let list = jobs.list(&Default::default()).await.ok()?;
                 list.items.first().and_then(|job| job.metadata.name.clone())
             })
             .await;
-            let status = json!({"status": {"conditions": [{"type": "Complete", "status": "True"}]}});
-            jobs.patch_status(&name, &Default::default(), &kube::api::Patch::Merge(&status))
-                .await
-                .expect("job status set");
+            let status =
+                json!({"status": {"conditions": [{"type": "Complete", "status": "True"}]}});
+            jobs.patch_status(
+                &name,
+                &Default::default(),
+                &kube::api::Patch::Merge(&status),
+            )
+            .await
+            .expect("job status set");
         })
     };
 
@@ -168,10 +214,17 @@ async fn rotated_secret_restarts_only_the_workloads_using_it() {
     completer.await.expect("controller task");
 
     assert!(report.succeeded, "{report:?}");
-    let checkout = fake.get_json("apps/v1", "deployments", "shop", "checkout").expect("checkout");
-    let catalog = fake.get_json("apps/v1", "deployments", "shop", "catalog").expect("catalog");
+    let checkout = fake
+        .get_json("apps/v1", "deployments", "shop", "checkout")
+        .expect("checkout");
+    let catalog = fake
+        .get_json("apps/v1", "deployments", "shop", "catalog")
+        .expect("catalog");
     assert!(checkout["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string());
-    assert!(catalog["spec"]["template"]["metadata"]["annotations"].is_null(), "{catalog}");
+    assert!(
+        catalog["spec"]["template"]["metadata"]["annotations"].is_null(),
+        "{catalog}"
+    );
 }
 
 #[tokio::test]
@@ -187,7 +240,12 @@ async fn finished_rollout_is_verified_effective() {
         },
     );
     let checkout = target(TargetKind::Deployment, "shop", "checkout");
-    let (_, parameters) = steward_actions::validate("restart_deployment", TargetKind::Deployment, &HashMap::new()).expect("valid");
+    let (_, parameters) = steward_actions::validate(
+        "restart_deployment",
+        TargetKind::Deployment,
+        &HashMap::new(),
+    )
+    .expect("valid");
     let request = Request {
         action_id: Uuid::new_v4(),
         action: "restart_deployment",
@@ -198,17 +256,25 @@ async fn finished_rollout_is_verified_effective() {
 
     executor.run(&request).await.expect("restart");
     // Plays the Deployment controller: reports the new pods available.
-    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(fake.client(), "shop");
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(fake.client(), "shop");
     let current = deployments.get("checkout").await.expect("read");
     let generation = current.metadata.generation.unwrap_or(1);
     let status = json!({"status": {"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
     deployments
-        .patch_status("checkout", &Default::default(), &kube::api::Patch::Merge(&status))
+        .patch_status(
+            "checkout",
+            &Default::default(),
+            &kube::api::Patch::Merge(&status),
+        )
         .await
         .expect("status set");
     let verification = executor.verify(&request).await;
 
-    assert!(verification.checked && verification.effective, "{verification:?}");
+    assert!(
+        verification.checked && verification.effective,
+        "{verification:?}"
+    );
 }
 
 #[tokio::test]
@@ -224,7 +290,12 @@ async fn stuck_rollout_is_verified_ineffective() {
         },
     );
     let checkout = target(TargetKind::Deployment, "shop", "checkout");
-    let (_, parameters) = steward_actions::validate("restart_deployment", TargetKind::Deployment, &HashMap::new()).expect("valid");
+    let (_, parameters) = steward_actions::validate(
+        "restart_deployment",
+        TargetKind::Deployment,
+        &HashMap::new(),
+    )
+    .expect("valid");
     let request = Request {
         action_id: Uuid::new_v4(),
         action: "restart_deployment",
@@ -238,5 +309,8 @@ async fn stuck_rollout_is_verified_ineffective() {
 
     assert!(verification.checked, "{verification:?}");
     assert!(!verification.effective, "{verification:?}");
-    assert!(verification.detail.starts_with("not done within 1s"), "{verification:?}");
+    assert!(
+        verification.detail.starts_with("not done within 1s"),
+        "{verification:?}"
+    );
 }

@@ -34,11 +34,14 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Report, Transient> {
     let name = job_name(action, &ctx.request.action_id);
     let job = render(ctx, &name, &template.job);
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &target.namespace);
-    let job: Job = serde_json::from_value(job).map_err(|error| {
-        Transient(format!(
-            "the job template of {action} is not a valid Job: {error}"
-        ))
-    })?;
+    let job: Job = match serde_json::from_value(job) {
+        Ok(job) => job,
+        Err(error) => {
+            return Ok(Report::failed(format!(
+                "the job template of {action} for {target} is not a valid Job ({error}); fix it in the file named by --job-templates"
+            )));
+        }
+    };
     let params = PostParams {
         dry_run: ctx.mode == crate::config::Mode::DryRun,
         field_manager: Some(super::FIELD_MANAGER.to_owned()),
