@@ -13,6 +13,7 @@
 //! Each category of actions has its own module; this one holds the
 //! dispatch and what they share.
 
+mod describe;
 mod jobs;
 pub mod monitoring;
 mod network;
@@ -188,7 +189,7 @@ impl Executor {
             ]));
         }
         let Some(client) = &self.client else {
-            return Ok(workloads::describe_without_cluster(request));
+            return Ok(describe::without_cluster(request, &self.settings));
         };
         let ctx = Ctx {
             client,

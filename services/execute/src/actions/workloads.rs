@@ -8,45 +8,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use steward_proto::v1::{Target, TargetKind};
 
-use super::{ACTION_ID_ANNOTATION, Ctx, Report, Request, Transient, at, classify};
+use super::{ACTION_ID_ANNOTATION, Ctx, Report, Transient, at, classify};
 
 /// Annotation `kubectl rollout restart` sets to trigger a rollout.
 pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
-
-/// Describes the planned request of an action when no cluster is
-/// configured, without reading any object.
-pub(super) fn describe_without_cluster(request: &Request<'_>) -> Report {
-    let target = request.target;
-    let parameters = request.parameters.to_string();
-    let with = if parameters.is_empty() {
-        String::new()
-    } else {
-        format!(" with {parameters}")
-    };
-    let what = match request.action {
-        "restart_deployment"
-        | "restart_statefulset"
-        | "restart_daemonset"
-        | "reset_service_mesh" => format!(
-            "would patch {target}: set spec.template.metadata.annotations[{RESTARTED_AT_ANNOTATION}] to the current time, as `kubectl rollout restart` does"
-        ),
-        "scale_deployment" | "scale_statefulset" => format!(
-            "would set {target} spec.replicas to {} through the scale subresource",
-            request.parameters.integer("replicas").unwrap_or_default()
-        ),
-        "delete_pod" => format!(
-            "would delete {target} with a {}s grace period, if a controller owns it",
-            request
-                .parameters
-                .integer("grace_period_seconds")
-                .unwrap_or(30)
-        ),
-        action => format!("would run {action} on {target}{with}"),
-    };
-    Report::done(vec![format!(
-        "{what} (no cluster configured: the object was not read)"
-    )])
-}
 
 /// Restarts a deployment, stateful set or daemon set by stamping its pod
 /// template, as `kubectl rollout restart` does.
