@@ -111,6 +111,7 @@ $$;
 -- resolve within `settle` after it finished. Only actions that finished
 -- more than `settle` ago are judged, because alerts keep firing for a
 -- while after a fix. `min_repeats` ineffective ones block a further one.
+-- Dry runs change nothing, so only live runs are judged.
 CREATE FUNCTION steward_ineffective_loop(
     p_cluster text, p_namespace text, p_kind text, p_name text, p_action text,
     p_window interval, p_min_repeats integer, p_settle interval
@@ -121,7 +122,7 @@ LANGUAGE sql STABLE AS $$
         FROM actions
         WHERE cluster = p_cluster AND namespace = p_namespace
           AND target_kind = p_kind AND target_name = p_name AND action = p_action
-          AND status = 'succeeded'
+          AND status = 'succeeded' AND mode = 'live'
           AND approved_at >= now() - p_window
           AND finished_at < now() - p_settle
           AND (effective IS FALSE
@@ -143,7 +144,8 @@ $$;
 
 -- Cascading failure: after actions in a namespace finished within
 -- `window`, alerts with other names began firing there: `min_new_alerts`
--- distinct new alert names block further actions in the namespace.
+-- distinct new alert names block further actions in the namespace. Only
+-- live actions count, because a dry run cannot have caused anything.
 CREATE FUNCTION steward_cascading_failure(
     p_cluster text, p_namespace text, p_window interval, p_min_new_alerts integer
 ) RETURNS SETOF steward_finding
@@ -153,7 +155,7 @@ LANGUAGE sql STABLE AS $$
         FROM actions a
         LEFT JOIN analyses an ON an.proposal_id = a.action_id
         WHERE a.cluster = p_cluster AND a.namespace = p_namespace
-          AND a.status = 'succeeded' AND a.action <> 'notify_only'
+          AND a.status = 'succeeded' AND a.mode = 'live' AND a.action <> 'notify_only'
           AND a.finished_at >= now() - p_window
     ), new_alerts AS (
         SELECT DISTINCT i.alertname

@@ -237,6 +237,30 @@ async fn ineffective_repeats_block_the_next_one() {
 }
 
 #[tokio::test]
+async fn dry_runs_are_not_judged_ineffective() {
+    let history = History::new().await;
+    for minutes_ago in [90, 60, 30] {
+        history
+            .add(Past {
+                resolved_after_minutes: None,
+                ..Past::new("restart_deployment", minutes_ago)
+            })
+            .await;
+    }
+    sqlx::query("UPDATE actions SET mode = 'dry_run'")
+        .execute(&history.pool)
+        .await
+        .expect("dry-run rows");
+
+    let findings = history.findings("restart_deployment", None).await;
+
+    assert!(
+        findings.iter().all(|f| f.detector != "ineffective_loop"),
+        "{findings:?}"
+    );
+}
+
+#[tokio::test]
 async fn effective_repeats_are_not_a_loop() {
     let history = History::new().await;
     for minutes_ago in [90, 60, 30] {

@@ -210,7 +210,7 @@ impl Inner {
         let lead_id = correlation_ids[0];
         let proposal_id = proposal_id(lead_id);
         let candidates = candidates_of(&alerts);
-        let history = match self.history(&key.cluster, &candidates).await {
+        let history = match history_lines(&self.store, &key.cluster, &candidates).await {
             Ok(history) => history,
             Err(error) => return self.store_failure(&error),
         };
@@ -290,47 +290,6 @@ impl Inner {
             Outcome::Done => self.cover(&correlation_ids[1..], proposal_id).await,
             failure => failure,
         }
-    }
-
-    /// Returns the recent actions on the candidates, newest first, as
-    /// prompt lines.
-    async fn history(
-        &self,
-        cluster: &str,
-        candidates: &[Target],
-    ) -> Result<Vec<HistoryLine>, StoreError> {
-        let Some(namespace) = candidates
-            .iter()
-            .map(|t| t.namespace.as_str())
-            .find(|ns| !ns.is_empty())
-        else {
-            return Ok(Vec::new());
-        };
-        let names: Vec<String> = candidates.iter().map(|t| t.name.clone()).collect();
-        let actions = self
-            .store
-            .recent_target_actions(cluster, namespace, &names, HISTORY_LINES)
-            .await?;
-        Ok(actions
-            .into_iter()
-            .map(|action| {
-                HistoryLine(format!(
-                    "{} {} {}/{}/{}: {} ({}){}",
-                    action.approved_at.format("%Y-%m-%dT%H:%M:%SZ"),
-                    action.action,
-                    action.target_kind,
-                    action.namespace,
-                    action.target_name,
-                    action.status,
-                    action.mode.as_deref().unwrap_or("not executed"),
-                    if action.alert_resolved {
-                        "; the alert resolved afterwards"
-                    } else {
-                        "; the alert did not resolve"
-                    }
-                ))
-            })
-            .collect())
     }
 
     /// Records that the alert resolved and publishes a `resolved` event.
@@ -432,7 +391,52 @@ fn proposal_id(correlation_id: Uuid) -> Uuid {
 
 /// Returns the objects the alerts name, without repeats, most specific
 /// first per alert.
-fn candidates_of(alerts: &[AlertEvent]) -> Vec<Target> {
+/// Returns the recent actions on the candidates, newest first, as
+/// prompt lines.
+///
+/// # Errors
+/// Fails when the database is unreachable.
+pub async fn history_lines(
+    store: &Store,
+    cluster: &str,
+    candidates: &[Target],
+) -> Result<Vec<HistoryLine>, StoreError> {
+    let Some(namespace) = candidates
+        .iter()
+        .map(|t| t.namespace.as_str())
+        .find(|ns| !ns.is_empty())
+    else {
+        return Ok(Vec::new());
+    };
+    let names: Vec<String> = candidates.iter().map(|t| t.name.clone()).collect();
+    let actions = store
+        .recent_target_actions(cluster, namespace, &names, HISTORY_LINES)
+        .await?;
+    Ok(actions
+        .into_iter()
+        .map(|action| {
+            HistoryLine(format!(
+                "{} {} {}/{}/{}: {} ({}){}",
+                action.approved_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                action.action,
+                action.target_kind,
+                action.namespace,
+                action.target_name,
+                action.status,
+                action.mode.as_deref().unwrap_or("not executed"),
+                if action.alert_resolved {
+                    "; the alert resolved afterwards"
+                } else {
+                    "; the alert did not resolve"
+                }
+            ))
+        })
+        .collect())
+}
+
+/// Returns the objects the alerts name, without repeats, most specific
+/// first.
+pub fn candidates_of(alerts: &[AlertEvent]) -> Vec<Target> {
     let mut seen = std::collections::HashSet::new();
     alerts
         .iter()

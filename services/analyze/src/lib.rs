@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{BatchConfig, Config, Fallback, LlmApi, LlmConfig};
-pub use handler::AlertHandler;
+pub use handler::{AlertHandler, candidates_of, history_lines};
 use llm::ClientSettings;
 use pool::{Pool, PoolSettings};
 use prompt::{HistoryLine, Prompt};

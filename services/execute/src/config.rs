@@ -27,7 +27,7 @@ pub struct Config {
     /// cluster's approvals, through the durable consumer
     /// `<consumer-name>-<cluster>`, shared by its replicas. `*` takes the
     /// approvals of every cluster, in dry-run mode only, through
-    /// `<consumer-name>-all`.
+    /// `<consumer-name>~all`.
     #[arg(long, env = "STEWARD_EXECUTE_CLUSTER", default_value = "default")]
     pub cluster: String,
 

@@ -1,16 +1,18 @@
 //! Each action through kube-rs against the in-memory Kubernetes API:
 //! the resulting objects, dry-run, bad parameters and missing targets.
 
+mod common;
+
 use std::collections::HashMap;
 
+use common::{int, live_writes, params, run, run_and_retry, run_attempt, target};
 use serde_json::{Value, json};
 use steward_actions::validate;
 use steward_execute::Mode;
 use steward_execute::actions::{
     ACTION_ID_ANNOTATION, Executor, RESTARTED_AT_ANNOTATION, Report, Request,
 };
-use steward_proto::v1::parameter_value::Kind;
-use steward_proto::v1::{ParameterValue, Target, TargetKind};
+use steward_proto::v1::TargetKind;
 use steward_testkit::kube::FakeKube;
 use uuid::Uuid;
 
@@ -47,51 +49,38 @@ fn pod(name: &str, owned: bool) -> Value {
     pod
 }
 
-fn target(kind: TargetKind, name: &str) -> Target {
-    Target {
-        kind: kind as i32,
-        namespace: "shop".into(),
-        name: name.into(),
-    }
+/// Scales the live deployment `checkout` from `current` to `replicas`, and
+/// returns the API server with the report.
+async fn scale_checkout(current: i64, replicas: i64) -> (FakeKube, Report) {
+    let fake = FakeKube::start().await.expect("fake API");
+    fake.insert(deployment("checkout", current)).expect("seed");
+    let executor = Executor::new(Some(fake.client()), Mode::Live);
+
+    let report = run(
+        &executor,
+        "scale_deployment",
+        &target(TargetKind::Deployment, "checkout"),
+        params([("replicas", int(replicas))]),
+    )
+    .await;
+    (fake, report)
 }
 
-fn int(value: i64) -> ParameterValue {
-    ParameterValue {
-        kind: Some(Kind::IntValue(value)),
-    }
-}
+/// Seeds the pod `name`, controlled by a ReplicaSet when `owned`, deletes it
+/// as a live action, and returns the API server with the report.
+async fn delete_seeded_pod(name: &str, owned: bool) -> (FakeKube, Report) {
+    let fake = FakeKube::start().await.expect("fake API");
+    fake.insert(pod(name, owned)).expect("seed");
+    let executor = Executor::new(Some(fake.client()), Mode::Live);
 
-/// Validates the parameters as execute does, then runs the action.
-async fn run(
-    executor: &Executor,
-    action: &str,
-    target: &Target,
-    params: HashMap<String, ParameterValue>,
-) -> Report {
-    run_attempt(executor, Uuid::new_v4(), action, target, params, 1).await
-}
-
-async fn run_attempt(
-    executor: &Executor,
-    action_id: Uuid,
-    action: &str,
-    target: &Target,
-    params: HashMap<String, ParameterValue>,
-    attempts: i32,
-) -> Report {
-    let (_, parameters) = validate(action, target.kind(), &params).expect("valid parameters");
-    let request = Request {
-        action_id,
-        action,
-        parameters: &parameters,
-        target,
-        attempts,
-    };
-    executor.run(&request).await.expect("no transient failure")
-}
-
-fn live_writes(fake: &FakeKube) -> usize {
-    fake.mutations().iter().filter(|m| !m.dry_run).count()
+    let report = run(
+        &executor,
+        "delete_pod",
+        &target(TargetKind::Pod, name),
+        HashMap::new(),
+    )
+    .await;
+    (fake, report)
 }
 
 #[tokio::test]
@@ -137,27 +126,10 @@ async fn restart_already_applied_by_this_action_is_not_repeated() {
     let fake = FakeKube::start().await.expect("fake API");
     fake.insert(deployment("checkout", 3)).expect("seed");
     let executor = Executor::new(Some(fake.client()), Mode::Live);
-    let action_id = Uuid::new_v4();
     let checkout = target(TargetKind::Deployment, "checkout");
 
-    run_attempt(
-        &executor,
-        action_id,
-        "restart_deployment",
-        &checkout,
-        HashMap::new(),
-        1,
-    )
-    .await;
-    let retry = run_attempt(
-        &executor,
-        action_id,
-        "restart_deployment",
-        &checkout,
-        HashMap::new(),
-        2,
-    )
-    .await;
+    let (_, retry) =
+        run_and_retry(&executor, "restart_deployment", &checkout, HashMap::new()).await;
 
     assert!(retry.succeeded, "{retry:?}");
     assert!(
@@ -219,7 +191,7 @@ async fn dry_run_without_a_cluster_describes_the_request() {
         &executor,
         "scale_deployment",
         &target(TargetKind::Deployment, "checkout"),
-        HashMap::from([("replicas".to_owned(), int(6))]),
+        params([("replicas", int(6))]),
     )
     .await;
 
@@ -234,17 +206,7 @@ async fn dry_run_without_a_cluster_describes_the_request() {
 
 #[tokio::test]
 async fn scale_deployment_sets_replicas_through_the_scale_subresource() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(deployment("checkout", 2)).expect("seed");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
-
-    let report = run(
-        &executor,
-        "scale_deployment",
-        &target(TargetKind::Deployment, "checkout"),
-        HashMap::from([("replicas".to_owned(), int(5))]),
-    )
-    .await;
+    let (fake, report) = scale_checkout(2, 5).await;
 
     assert!(report.succeeded, "{report:?}");
     assert_eq!(
@@ -262,17 +224,7 @@ async fn scale_deployment_sets_replicas_through_the_scale_subresource() {
 
 #[tokio::test]
 async fn scale_to_the_current_count_changes_nothing() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(deployment("checkout", 4)).expect("seed");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
-
-    let report = run(
-        &executor,
-        "scale_deployment",
-        &target(TargetKind::Deployment, "checkout"),
-        HashMap::from([("replicas".to_owned(), int(4))]),
-    )
-    .await;
+    let (fake, report) = scale_checkout(4, 4).await;
 
     assert!(report.succeeded);
     assert!(
@@ -284,8 +236,8 @@ async fn scale_to_the_current_count_changes_nothing() {
 
 #[tokio::test]
 async fn scale_parameters_out_of_bounds_are_invalid() {
-    let too_many = HashMap::from([("replicas".to_owned(), int(51))]);
-    let zero = HashMap::from([("replicas".to_owned(), int(0))]);
+    let too_many = params([("replicas", int(51))]);
+    let zero = params([("replicas", int(0))]);
 
     let many = validate("scale_deployment", TargetKind::Deployment, &too_many)
         .expect_err("the call must fail");
@@ -304,17 +256,7 @@ async fn scale_parameters_out_of_bounds_are_invalid() {
 
 #[tokio::test]
 async fn delete_pod_removes_a_controlled_pod() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(pod("cart-7d9f-x2x", true)).expect("seed");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
-
-    let report = run(
-        &executor,
-        "delete_pod",
-        &target(TargetKind::Pod, "cart-7d9f-x2x"),
-        HashMap::new(),
-    )
-    .await;
+    let (fake, report) = delete_seeded_pod("cart-7d9f-x2x", true).await;
 
     assert!(report.succeeded, "{report:?}");
     assert_eq!(
@@ -331,17 +273,7 @@ async fn delete_pod_removes_a_controlled_pod() {
 
 #[tokio::test]
 async fn delete_pod_refuses_a_pod_without_controller() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(pod("debug-shell", false)).expect("seed");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
-
-    let report = run(
-        &executor,
-        "delete_pod",
-        &target(TargetKind::Pod, "debug-shell"),
-        HashMap::new(),
-    )
-    .await;
+    let (fake, report) = delete_seeded_pod("debug-shell", false).await;
 
     assert!(!report.succeeded);
     assert!(report.error.contains("has no controller"), "{report:?}");
@@ -392,7 +324,7 @@ async fn missing_targets_fail_with_not_found() {
         &executor,
         "scale_deployment",
         &ghost,
-        HashMap::from([("replicas".to_owned(), int(2))]),
+        params([("replicas", int(2))]),
     )
     .await;
 

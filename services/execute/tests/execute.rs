@@ -1,10 +1,13 @@
 //! execute against real NATS and Postgres, acting on the in-memory
 //! Kubernetes API through a kubeconfig as it would on a cluster.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
+use common::target;
 use serde_json::json;
 use steward_bus::{Bus, Stage, event_id};
 use steward_execute::{Config, Mode};
@@ -180,11 +183,7 @@ impl Drop for Execute {
 }
 
 fn checkout() -> Target {
-    Target {
-        kind: TargetKind::Deployment as i32,
-        namespace: "shop".into(),
-        name: "checkout".into(),
-    }
+    target(TargetKind::Deployment, "checkout")
 }
 
 fn seed_checkout(fake: &FakeKube) {
@@ -435,16 +434,9 @@ async fn live_mode_refuses_every_cluster() {
         Config::try_parse_from(["steward-execute", "--mode", "live", "--cluster", "*"])
             .expect("parse");
     config.nats = isolated_nats();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
 
-    let result = steward_execute::run(config, admin, CancellationToken::new()).await;
+    let message = start_error(config, "live mode for every cluster must not start").await;
 
-    let message = format!(
-        "{:#}",
-        result.expect_err("live mode for every cluster must not start")
-    );
     assert!(
         message.contains("live mode acts on one cluster"),
         "{message}"
@@ -480,20 +472,26 @@ async fn overlapping_executors_refuse_to_start() {
         .trim_end_matches("_REMEDIATION")
         .to_owned();
     config.database = execute.database.config();
+
+    let message = start_error(config, "an overlapping executor must not start").await;
+
+    assert!(
+        message.contains("consumer execute-prod takes approvals that execute~all takes too"),
+        "{message}"
+    );
+}
+
+/// Runs execute with `config`, which must fail at start, and returns the
+/// error with its causes. `expectation` is the panic message if it does not
+/// fail.
+async fn start_error(config: Config, expectation: &str) -> String {
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
 
     let result = steward_execute::run(config, admin, CancellationToken::new()).await;
 
-    let message = format!(
-        "{:#}",
-        result.expect_err("an overlapping executor must not start")
-    );
-    assert!(
-        message.contains("consumer execute-prod takes approvals that execute~all takes too"),
-        "{message}"
-    );
+    format!("{:#}", result.expect_err(expectation))
 }
 
 fn execute_prefix(execute: &Execute) -> String {

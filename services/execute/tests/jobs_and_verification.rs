@@ -1,14 +1,18 @@
 //! Job-template actions and the check of a live action's effect, against
 //! the in-memory Kubernetes API.
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::{run, run_and_retry, run_attempt, target_in};
 use serde_json::{Value, json};
 use steward_actions::jobs::JobTemplates;
 use steward_execute::Mode;
-use steward_execute::actions::{Executor, Report, Request, Settings};
-use steward_proto::v1::{Target, TargetKind};
+use steward_execute::actions::verify::Verification;
+use steward_execute::actions::{Executor, Request, Settings};
+use steward_proto::v1::TargetKind;
 use steward_testkit::kube::FakeKube;
 use steward_testkit::wait_for;
 use uuid::Uuid;
@@ -43,33 +47,6 @@ fn settings() -> Settings {
     }
 }
 
-fn target(kind: TargetKind, namespace: &str, name: &str) -> Target {
-    Target {
-        kind: kind as i32,
-        namespace: namespace.into(),
-        name: name.into(),
-    }
-}
-
-async fn run(
-    executor: &Executor,
-    action: &str,
-    target: &Target,
-    action_id: Uuid,
-    attempts: i32,
-) -> Report {
-    let (_, parameters) =
-        steward_actions::validate(action, target.kind(), &HashMap::new()).expect("valid");
-    let request = Request {
-        action_id,
-        action,
-        parameters: &parameters,
-        target,
-        attempts,
-    };
-    executor.run(&request).await.expect("no transient failure")
-}
-
 fn deployment(name: &str, uses_secret: Option<&str>) -> Value {
     let env = match uses_secret {
         Some(secret) => {
@@ -89,10 +66,18 @@ fn deployment(name: &str, uses_secret: Option<&str>) -> Value {
 async fn backup_job_is_created_from_its_template() {
     let fake = FakeKube::start().await.expect("fake API");
     let executor = Executor::with_settings(Some(fake.client()), Mode::Live, settings());
-    let claim = target(TargetKind::PersistentVolumeClaim, "data", "postgres-data-0");
+    let claim = target_in(TargetKind::PersistentVolumeClaim, "data", "postgres-data-0");
     let action_id = Uuid::new_v4();
 
-    let report = run(&executor, "backup_data", &claim, action_id, 1).await;
+    let report = run_attempt(
+        &executor,
+        action_id,
+        "backup_data",
+        &claim,
+        HashMap::new(),
+        1,
+    )
+    .await;
 
     assert!(report.succeeded, "{report:?}");
     let jobs = fake.list_json("batch/v1", "jobs", Some("data"));
@@ -132,11 +117,9 @@ async fn backup_job_is_created_from_its_template() {
 async fn job_of_an_earlier_attempt_is_not_created_twice() {
     let fake = FakeKube::start().await.expect("fake API");
     let executor = Executor::with_settings(Some(fake.client()), Mode::Live, settings());
-    let claim = target(TargetKind::PersistentVolumeClaim, "data", "postgres-data-0");
-    let action_id = Uuid::new_v4();
+    let claim = target_in(TargetKind::PersistentVolumeClaim, "data", "postgres-data-0");
 
-    run(&executor, "backup_data", &claim, action_id, 1).await;
-    let retry = run(&executor, "backup_data", &claim, action_id, 2).await;
+    let (_, retry) = run_and_retry(&executor, "backup_data", &claim, HashMap::new()).await;
 
     assert!(retry.succeeded, "{retry:?}");
     assert!(
@@ -150,9 +133,9 @@ async fn job_of_an_earlier_attempt_is_not_created_twice() {
 async fn job_action_without_template_fails_clearly() {
     let fake = FakeKube::start().await.expect("fake API");
     let executor = Executor::with_settings(Some(fake.client()), Mode::Live, settings());
-    let claim = target(TargetKind::PersistentVolumeClaim, "other", "cache");
+    let claim = target_in(TargetKind::PersistentVolumeClaim, "other", "cache");
 
-    let report = run(&executor, "backup_data", &claim, Uuid::new_v4(), 1).await;
+    let report = run(&executor, "backup_data", &claim, HashMap::new()).await;
 
     assert!(!report.succeeded);
     assert!(
@@ -166,9 +149,9 @@ async fn job_action_without_template_fails_clearly() {
 async fn dry_run_job_is_not_persisted() {
     let fake = FakeKube::start().await.expect("fake API");
     let executor = Executor::with_settings(Some(fake.client()), Mode::DryRun, settings());
-    let claim = target(TargetKind::PersistentVolumeClaim, "data", "postgres-data-0");
+    let claim = target_in(TargetKind::PersistentVolumeClaim, "data", "postgres-data-0");
 
-    let report = run(&executor, "backup_data", &claim, Uuid::new_v4(), 1).await;
+    let report = run(&executor, "backup_data", &claim, HashMap::new()).await;
 
     assert!(report.succeeded, "{report:?}");
     assert!(
@@ -185,7 +168,7 @@ async fn rotated_secret_restarts_only_the_workloads_using_it() {
         .expect("seed");
     fake.insert(deployment("catalog", None)).expect("seed");
     let executor = Executor::with_settings(Some(fake.client()), Mode::Live, settings());
-    let secret = target(TargetKind::Secret, "shop", "db-credentials");
+    let secret = target_in(TargetKind::Secret, "shop", "db-credentials");
 
     // Plays the Job controller: marks the rotation job complete.
     let controller = fake.client();
@@ -210,7 +193,7 @@ async fn rotated_secret_restarts_only_the_workloads_using_it() {
         })
     };
 
-    let report = run(&executor, "rotate_secret", &secret, Uuid::new_v4(), 1).await;
+    let report = run(&executor, "rotate_secret", &secret, HashMap::new()).await;
     completer.await.expect("controller task");
 
     assert!(report.succeeded, "{report:?}");
@@ -227,19 +210,24 @@ async fn rotated_secret_restarts_only_the_workloads_using_it() {
     );
 }
 
-#[tokio::test]
-async fn finished_rollout_is_verified_effective() {
+/// Restarts the `checkout` deployment with a live executor that waits up to
+/// `verify_timeout` for the rollout, runs `controller` between the restart
+/// and the check, and returns what the check found.
+async fn restart_and_verify(
+    verify_timeout: Duration,
+    controller: impl AsyncFnOnce(&FakeKube),
+) -> Verification {
     let fake = FakeKube::start().await.expect("fake API");
     fake.insert(deployment("checkout", None)).expect("seed");
     let executor = Executor::with_settings(
         Some(fake.client()),
         Mode::Live,
         Settings {
-            verify_timeout: Duration::from_secs(20),
+            verify_timeout,
             ..Settings::default()
         },
     );
-    let checkout = target(TargetKind::Deployment, "shop", "checkout");
+    let checkout = target_in(TargetKind::Deployment, "shop", "checkout");
     let (_, parameters) = steward_actions::validate(
         "restart_deployment",
         TargetKind::Deployment,
@@ -255,21 +243,30 @@ async fn finished_rollout_is_verified_effective() {
     };
 
     executor.run(&request).await.expect("restart");
+    controller(&fake).await;
+    executor.verify(&request).await
+}
+
+#[tokio::test]
+async fn finished_rollout_is_verified_effective() {
     // Plays the Deployment controller: reports the new pods available.
-    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
-        kube::Api::namespaced(fake.client(), "shop");
-    let current = deployments.get("checkout").await.expect("read");
-    let generation = current.metadata.generation.unwrap_or(1);
-    let status = json!({"status": {"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
-    deployments
-        .patch_status(
-            "checkout",
-            &Default::default(),
-            &kube::api::Patch::Merge(&status),
-        )
-        .await
-        .expect("status set");
-    let verification = executor.verify(&request).await;
+    let mark_available = async |fake: &FakeKube| {
+        let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+            kube::Api::namespaced(fake.client(), "shop");
+        let current = deployments.get("checkout").await.expect("read");
+        let generation = current.metadata.generation.unwrap_or(1);
+        let status = json!({"status": {"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
+        deployments
+            .patch_status(
+                "checkout",
+                &Default::default(),
+                &kube::api::Patch::Merge(&status),
+            )
+            .await
+            .expect("status set");
+    };
+
+    let verification = restart_and_verify(Duration::from_secs(20), mark_available).await;
 
     assert!(
         verification.checked && verification.effective,
@@ -279,33 +276,8 @@ async fn finished_rollout_is_verified_effective() {
 
 #[tokio::test]
 async fn stuck_rollout_is_verified_ineffective() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(deployment("checkout", None)).expect("seed");
-    let executor = Executor::with_settings(
-        Some(fake.client()),
-        Mode::Live,
-        Settings {
-            verify_timeout: Duration::from_secs(1),
-            ..Settings::default()
-        },
-    );
-    let checkout = target(TargetKind::Deployment, "shop", "checkout");
-    let (_, parameters) = steward_actions::validate(
-        "restart_deployment",
-        TargetKind::Deployment,
-        &HashMap::new(),
-    )
-    .expect("valid");
-    let request = Request {
-        action_id: Uuid::new_v4(),
-        action: "restart_deployment",
-        parameters: &parameters,
-        target: &checkout,
-        attempts: 1,
-    };
-
-    executor.run(&request).await.expect("restart");
-    let verification = executor.verify(&request).await;
+    // No controller reports the new pods, so the rollout never finishes.
+    let verification = restart_and_verify(Duration::from_secs(1), async |_| {}).await;
 
     assert!(verification.checked, "{verification:?}");
     assert!(!verification.effective, "{verification:?}");

@@ -3,10 +3,16 @@
 //! resulting objects, dry-run, bad parameters, missing targets, retries and
 //! reverts after the debug time passed.
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use common::{
+    assert_one_dry_run_write, assert_one_write_with_resource_version, int, live_writes, params,
+    run_attempt, target_in, text,
+};
 use serde_json::{Value, json};
 use steward_actions::{ValidationError, validate};
 use steward_execute::Mode;
@@ -15,50 +21,12 @@ use steward_execute::actions::monitoring::{
     spawn_reverter,
 };
 use steward_execute::actions::{
-    ACTION_ID_ANNOTATION, Executor, RESTARTED_AT_ANNOTATION, Report, Request, Settings,
+    ACTION_ID_ANNOTATION, Executor, RESTARTED_AT_ANNOTATION, Report, Settings,
 };
-use steward_proto::v1::parameter_value::Kind;
-use steward_proto::v1::{ParameterValue, Target, TargetKind};
+use steward_proto::v1::{ParameterValue, TargetKind};
 use steward_testkit::kube::FakeKube;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-fn target(kind: TargetKind, namespace: &str, name: &str) -> Target {
-    Target {
-        kind: kind as i32,
-        namespace: namespace.into(),
-        name: name.into(),
-    }
-}
-
-fn int(value: i64) -> ParameterValue {
-    ParameterValue {
-        kind: Some(Kind::IntValue(value)),
-    }
-}
-
-/// Validates the parameters as execute does, then runs the action.
-async fn run(
-    executor: &Executor,
-    action_id: Uuid,
-    action: &str,
-    target: &Target,
-    params: HashMap<String, ParameterValue>,
-) -> Report {
-    let (_, parameters) = validate(action, target.kind(), &params).expect("valid parameters");
-    let request = Request {
-        action_id,
-        action,
-        parameters: &parameters,
-        target,
-        attempts: 1,
-    };
-    executor.run(&request).await.expect("no transient failure")
-}
-
-fn live_writes(fake: &FakeKube) -> usize {
-    fake.mutations().iter().filter(|m| !m.dry_run).count()
-}
 
 fn daemonset(namespace: &str, name: &str) -> Value {
     json!({
@@ -81,12 +49,13 @@ fn stored_daemonset(fake: &FakeKube, namespace: &str, name: &str) -> Value {
 }
 
 async fn restart_network(executor: &Executor, id: Uuid, namespace: &str, name: &str) -> Report {
-    run(
+    run_attempt(
         executor,
         id,
         "restart_network_component",
-        &target(TargetKind::Daemonset, namespace, name),
+        &target_in(TargetKind::Daemonset, namespace, name),
         HashMap::new(),
+        1,
     )
     .await
 }
@@ -196,12 +165,7 @@ async fn restart_network_component_dry_run_changes_nothing() {
         "{report:?}"
     );
     assert_eq!(stored_daemonset(&fake, "kube-system", "cilium"), before);
-    let mutations = fake.mutations();
-    assert_eq!(mutations.len(), 1, "{mutations:?}");
-    assert!(
-        mutations[0].dry_run,
-        "the patch was not sent with dryRun=All"
-    );
+    assert_one_dry_run_write(&fake, "patch");
 }
 
 #[tokio::test]
@@ -240,7 +204,7 @@ fn restart_network_component_parameters_are_validated() {
     let unknown = validate(
         "restart_network_component",
         TargetKind::Daemonset,
-        &HashMap::from([("force".to_owned(), int(1))]),
+        &params([("force", int(1))]),
     )
     .expect_err("the action takes no parameters");
     let wrong_target = validate(
@@ -360,18 +324,37 @@ async fn enable(
     name: &str,
     seconds: Option<i64>,
 ) -> Report {
-    let params = match seconds {
-        Some(seconds) => HashMap::from([("duration_seconds".to_owned(), int(seconds))]),
+    let parameters = match seconds {
+        Some(seconds) => params([("duration_seconds", int(seconds))]),
         None => HashMap::new(),
     };
-    run(
+    run_attempt(
         executor,
         id,
         "enable_debug_mode",
-        &target(kind, "shop", name),
-        params,
+        &target_in(kind, "shop", name),
+        parameters,
+        1,
     )
     .await
+}
+
+/// Starts the in-memory API server with the `checkout` deployment that
+/// [`workload`] builds, and a live executor for it.
+async fn start_with_checkout() -> (FakeKube, Executor) {
+    let fake = FakeKube::start().await.expect("fake API");
+    fake.insert(workload("Deployment", "shop", "checkout"))
+        .expect("seed");
+    let executor = Executor::new(Some(fake.client()), Mode::Live);
+    (fake, executor)
+}
+
+/// Runs one pass of the debug mode reverter with the default settings and
+/// returns its lines.
+async fn revert_pass(fake: &FakeKube, mode: Mode) -> Vec<String> {
+    revert_expired(&fake.client(), &Settings::default(), mode)
+        .await
+        .expect("revert pass")
 }
 
 /// Moves a workload's debug-until a minute into the past, as if its debug
@@ -385,10 +368,7 @@ fn expire(fake: &FakeKube, kind: &str, name: &str) {
 
 #[tokio::test]
 async fn enable_debug_mode_sets_variable_and_state() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(workload("Deployment", "shop", "checkout"))
-        .expect("seed");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
+    let (fake, executor) = start_with_checkout().await;
     let id = Uuid::new_v4();
     let started = Utc::now();
 
@@ -429,12 +409,7 @@ async fn enable_debug_mode_sets_variable_and_state() {
         (until - expected).num_seconds().abs() <= 5,
         "debug-until {until} is not 900 seconds after {started}"
     );
-    let mutations = fake.mutations();
-    assert_eq!(mutations.len(), 1, "{mutations:?}");
-    assert!(
-        mutations[0].body["metadata"]["resourceVersion"].is_string(),
-        "the patch carries no resourceVersion precondition"
-    );
+    assert_one_write_with_resource_version(&fake);
 }
 
 #[tokio::test]
@@ -487,15 +462,8 @@ async fn enable_debug_mode_dry_run_changes_nothing() {
         before,
         "dry-run changed the workload"
     );
-    let mutations = fake.mutations();
-    assert_eq!(mutations.len(), 1, "{mutations:?}");
-    assert!(
-        mutations[0].dry_run,
-        "the patch was not sent with dryRun=All"
-    );
-    let reverted = revert_expired(&fake.client(), &Settings::default(), Mode::Live)
-        .await
-        .expect("revert pass");
+    assert_one_dry_run_write(&fake, "patch");
+    let reverted = revert_pass(&fake, Mode::Live).await;
     assert!(
         reverted.is_empty(),
         "dry-run scheduled a revert: {reverted:?}"
@@ -504,10 +472,7 @@ async fn enable_debug_mode_dry_run_changes_nothing() {
 
 #[tokio::test]
 async fn enable_debug_mode_retry_is_not_repeated() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(workload("Deployment", "shop", "checkout"))
-        .expect("seed");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
+    let (fake, executor) = start_with_checkout().await;
     let id = Uuid::new_v4();
 
     enable(&executor, id, TargetKind::Deployment, "checkout", None).await;
@@ -525,30 +490,38 @@ async fn enable_debug_mode_retry_is_not_repeated() {
     );
 }
 
-#[tokio::test]
-async fn enable_debug_mode_again_extends_and_keeps_previous() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(workload("Deployment", "shop", "checkout"))
-        .expect("seed");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
+/// Puts the `checkout` deployment in debug mode for `first_seconds`, then
+/// again for `second_seconds` as another action. Returns the API server, the
+/// debug-until after the first action and the report of the second.
+async fn enable_checkout_twice(
+    first_seconds: i64,
+    second_seconds: i64,
+) -> (FakeKube, DateTime<Utc>, Report) {
+    let (fake, executor) = start_with_checkout().await;
+
     enable(
         &executor,
         Uuid::new_v4(),
         TargetKind::Deployment,
         "checkout",
-        Some(60),
+        Some(first_seconds),
     )
     .await;
     let first_until = debug_until(&stored_workload(&fake, "Deployment", "shop", "checkout"));
-
     let second = enable(
         &executor,
         Uuid::new_v4(),
         TargetKind::Deployment,
         "checkout",
-        Some(3600),
+        Some(second_seconds),
     )
     .await;
+    (fake, first_until, second)
+}
+
+#[tokio::test]
+async fn enable_debug_mode_again_extends_and_keeps_previous() {
+    let (fake, first_until, second) = enable_checkout_twice(60, 3600).await;
 
     assert!(second.succeeded, "{second:?}");
     assert!(
@@ -577,28 +550,7 @@ async fn enable_debug_mode_again_extends_and_keeps_previous() {
 
 #[tokio::test]
 async fn enable_debug_mode_again_never_shortens() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(workload("Deployment", "shop", "checkout"))
-        .expect("seed");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
-    enable(
-        &executor,
-        Uuid::new_v4(),
-        TargetKind::Deployment,
-        "checkout",
-        Some(3600),
-    )
-    .await;
-    let first_until = debug_until(&stored_workload(&fake, "Deployment", "shop", "checkout"));
-
-    let second = enable(
-        &executor,
-        Uuid::new_v4(),
-        TargetKind::Deployment,
-        "checkout",
-        Some(60),
-    )
-    .await;
+    let (fake, first_until, second) = enable_checkout_twice(3600, 60).await;
 
     assert!(second.succeeded, "{second:?}");
     let until = debug_until(&stored_workload(&fake, "Deployment", "shop", "checkout"));
@@ -660,18 +612,12 @@ async fn enable_debug_mode_missing_workload_fails() {
 #[test]
 fn enable_debug_mode_parameters_are_validated() {
     let kind = TargetKind::Deployment;
-    let with = |value: ParameterValue| HashMap::from([("duration_seconds".to_owned(), value)]);
+    let with = |value: ParameterValue| params([("duration_seconds", value)]);
 
     let short = validate("enable_debug_mode", kind, &with(int(59))).expect_err("below 60");
     let long = validate("enable_debug_mode", kind, &with(int(3601))).expect_err("above 3600");
-    let text = validate(
-        "enable_debug_mode",
-        kind,
-        &with(ParameterValue {
-            kind: Some(Kind::StringValue("15m".to_owned())),
-        }),
-    )
-    .expect_err("duration_seconds is an integer");
+    let string = validate("enable_debug_mode", kind, &with(text("15m")))
+        .expect_err("duration_seconds is an integer");
     let pod = validate("enable_debug_mode", TargetKind::Pod, &HashMap::new())
         .expect_err("only deployments and stateful sets");
     let (_, defaults) = validate("enable_debug_mode", kind, &HashMap::new()).expect("valid");
@@ -685,8 +631,8 @@ fn enable_debug_mode_parameters_are_validated() {
         "{long:?}"
     );
     assert!(
-        matches!(text, ValidationError::WrongType { .. }),
-        "{text:?}"
+        matches!(string, ValidationError::WrongType { .. }),
+        "{string:?}"
     );
     assert!(
         matches!(pod, ValidationError::WrongTarget { .. }),
@@ -697,18 +643,13 @@ fn enable_debug_mode_parameters_are_validated() {
 
 #[tokio::test]
 async fn revert_expired_restores_previous_values() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(workload("Deployment", "shop", "checkout"))
-        .expect("seed");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
+    let (fake, executor) = start_with_checkout().await;
     let id = Uuid::new_v4();
     enable(&executor, id, TargetKind::Deployment, "checkout", Some(60)).await;
     expire(&fake, "Deployment", "checkout");
     fake.clear_mutations();
 
-    let reverted = revert_expired(&fake.client(), &Settings::default(), Mode::Live)
-        .await
-        .expect("revert pass");
+    let reverted = revert_pass(&fake, Mode::Live).await;
 
     assert_eq!(reverted.len(), 1, "{reverted:?}");
     assert!(
@@ -737,9 +678,7 @@ async fn revert_expired_restores_previous_values() {
     assert_eq!(annotations[ACTION_ID_ANNOTATION], id.to_string());
     assert_eq!(live_writes(&fake), 1);
 
-    let again = revert_expired(&fake.client(), &Settings::default(), Mode::Live)
-        .await
-        .expect("second revert pass");
+    let again = revert_pass(&fake, Mode::Live).await;
     assert!(
         again.is_empty(),
         "a reverted workload was reverted again: {again:?}"
@@ -748,10 +687,7 @@ async fn revert_expired_restores_previous_values() {
 
 #[tokio::test]
 async fn revert_expired_leaves_unexpired_workloads_alone() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(workload("Deployment", "shop", "checkout"))
-        .expect("seed");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
+    let (fake, executor) = start_with_checkout().await;
     enable(
         &executor,
         Uuid::new_v4(),
@@ -763,9 +699,7 @@ async fn revert_expired_leaves_unexpired_workloads_alone() {
     let before = stored_workload(&fake, "Deployment", "shop", "checkout");
     fake.clear_mutations();
 
-    let reverted = revert_expired(&fake.client(), &Settings::default(), Mode::Live)
-        .await
-        .expect("revert pass");
+    let reverted = revert_pass(&fake, Mode::Live).await;
 
     assert!(reverted.is_empty(), "{reverted:?}");
     assert_eq!(
@@ -804,9 +738,7 @@ async fn revert_expired_covers_every_namespace_and_kind() {
     fake.insert(workload("Deployment", "shop", "untouched"))
         .expect("seed");
 
-    let mut reverted = revert_expired(&fake.client(), &Settings::default(), Mode::Live)
-        .await
-        .expect("revert pass");
+    let mut reverted = revert_pass(&fake, Mode::Live).await;
     reverted.sort();
 
     assert_eq!(reverted.len(), 2, "{reverted:?}");
@@ -842,9 +774,7 @@ async fn revert_expired_keeps_values_changed_since() {
     object["spec"]["template"]["spec"]["containers"][0]["env"][1]["value"] = json!("warn");
     fake.insert(object).expect("seed");
 
-    let reverted = revert_expired(&fake.client(), &Settings::default(), Mode::Live)
-        .await
-        .expect("revert pass");
+    let reverted = revert_pass(&fake, Mode::Live).await;
 
     assert_eq!(reverted.len(), 1, "{reverted:?}");
     assert!(
@@ -864,9 +794,7 @@ async fn revert_expired_without_previous_values_ends_debug_mode() {
     object["metadata"]["annotations"][DEBUG_PREVIOUS_ANNOTATION] = json!("not json");
     fake.insert(object).expect("seed");
 
-    let reverted = revert_expired(&fake.client(), &Settings::default(), Mode::Live)
-        .await
-        .expect("revert pass");
+    let reverted = revert_pass(&fake, Mode::Live).await;
 
     assert_eq!(reverted.len(), 1, "{reverted:?}");
     assert!(
@@ -895,9 +823,7 @@ async fn revert_expired_dry_run_changes_nothing() {
     .expect("seed");
     let before = stored_workload(&fake, "Deployment", "shop", "checkout");
 
-    let reverted = revert_expired(&fake.client(), &Settings::default(), Mode::DryRun)
-        .await
-        .expect("revert pass");
+    let reverted = revert_pass(&fake, Mode::DryRun).await;
 
     assert_eq!(reverted.len(), 1, "{reverted:?}");
     assert!(
@@ -908,12 +834,7 @@ async fn revert_expired_dry_run_changes_nothing() {
         stored_workload(&fake, "Deployment", "shop", "checkout"),
         before
     );
-    let mutations = fake.mutations();
-    assert_eq!(mutations.len(), 1, "{mutations:?}");
-    assert!(
-        mutations[0].dry_run,
-        "the patch was not sent with dryRun=All"
-    );
+    assert_one_dry_run_write(&fake, "patch");
 }
 
 #[tokio::test]

@@ -2,15 +2,20 @@
 //! Kubernetes API: the node and its pods afterwards, disruption budgets,
 //! pods a drain leaves alone, dry-run, bad parameters and missing nodes.
 
+mod common;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
+use common::{
+    assert_one_dry_run_write, assert_one_write_with_resource_version, int, live_writes, params,
+    run, run_and_retry, run_attempt, target_in,
+};
 use serde_json::{Value, json};
 use steward_actions::validate;
 use steward_execute::Mode;
-use steward_execute::actions::{ACTION_ID_ANNOTATION, Executor, Report, Request};
-use steward_proto::v1::parameter_value::Kind;
+use steward_execute::actions::{ACTION_ID_ANNOTATION, Executor, Report};
 use steward_proto::v1::{ParameterValue, Target, TargetKind};
 use steward_testkit::kube::FakeKube;
 use uuid::Uuid;
@@ -19,17 +24,7 @@ use uuid::Uuid;
 const QUICK: Duration = Duration::from_secs(10);
 
 fn node_target(name: &str) -> Target {
-    Target {
-        kind: TargetKind::Node as i32,
-        namespace: String::new(),
-        name: name.into(),
-    }
-}
-
-fn int(value: i64) -> ParameterValue {
-    ParameterValue {
-        kind: Some(Kind::IntValue(value)),
-    }
+    target_in(TargetKind::Node, "", name)
 }
 
 fn node(name: &str, unschedulable: bool) -> Value {
@@ -73,33 +68,9 @@ fn budget(app: &str) -> Value {
     })
 }
 
-async fn run(
-    executor: &Executor,
-    action: &str,
-    target: &Target,
-    params: HashMap<String, ParameterValue>,
-) -> Report {
-    run_attempt(executor, Uuid::new_v4(), action, target, params, 1).await
-}
-
-/// Validates the parameters as execute does, then runs the action.
-async fn run_attempt(
-    executor: &Executor,
-    action_id: Uuid,
-    action: &str,
-    target: &Target,
-    params: HashMap<String, ParameterValue>,
-    attempts: i32,
-) -> Report {
-    let (_, parameters) = validate(action, target.kind(), &params).expect("valid parameters");
-    let request = Request {
-        action_id,
-        action,
-        parameters: &parameters,
-        target,
-        attempts,
-    };
-    executor.run(&request).await.expect("no transient failure")
+/// Runs an action that takes no parameters on the node `name`.
+async fn run_on_node(executor: &Executor, action: &str, name: &str) -> Report {
+    run(executor, action, &node_target(name), HashMap::new()).await
 }
 
 /// Awaits `future`, failing the test after `limit` with `why`.
@@ -117,17 +88,13 @@ fn pod_exists(fake: &FakeKube, namespace: &str, name: &str) -> bool {
     fake.get_json("v1", "pods", namespace, name).is_some()
 }
 
-fn live_writes(fake: &FakeKube) -> usize {
-    fake.mutations().iter().filter(|m| !m.dry_run).count()
-}
-
 fn drain_params(
     timeout_seconds: i64,
     grace_period_seconds: i64,
 ) -> HashMap<String, ParameterValue> {
-    HashMap::from([
-        ("timeout_seconds".to_owned(), int(timeout_seconds)),
-        ("grace_period_seconds".to_owned(), int(grace_period_seconds)),
+    params([
+        ("timeout_seconds", int(timeout_seconds)),
+        ("grace_period_seconds", int(grace_period_seconds)),
     ])
 }
 
@@ -161,13 +128,7 @@ async fn cordon_marks_node_unschedulable() {
         stored["metadata"]["annotations"][ACTION_ID_ANNOTATION],
         action_id.to_string()
     );
-    let mutations = fake.mutations();
-    assert_eq!(mutations.len(), 1, "{mutations:?}");
-    assert!(
-        mutations[0].body["metadata"]["resourceVersion"].is_string(),
-        "the patch carries no resourceVersion precondition: {}",
-        mutations[0].body
-    );
+    assert_one_write_with_resource_version(&fake);
 }
 
 #[tokio::test]
@@ -175,11 +136,9 @@ async fn cordon_second_attempt_changes_nothing() {
     let fake = FakeKube::start().await.expect("fake API");
     fake.insert(node("n1", false)).expect("seed");
     let executor = Executor::new(Some(fake.client()), Mode::Live);
-    let action_id = Uuid::new_v4();
     let n1 = node_target("n1");
 
-    let first = run_attempt(&executor, action_id, "cordon_node", &n1, HashMap::new(), 1).await;
-    let retry = run_attempt(&executor, action_id, "cordon_node", &n1, HashMap::new(), 2).await;
+    let (first, retry) = run_and_retry(&executor, "cordon_node", &n1, HashMap::new()).await;
 
     assert!(first.succeeded, "{first:?}");
     assert!(retry.succeeded, "{retry:?}");
@@ -196,20 +155,8 @@ async fn uncordon_makes_node_schedulable() {
     fake.insert(node("n1", true)).expect("seed");
     let executor = Executor::new(Some(fake.client()), Mode::Live);
 
-    let report = run(
-        &executor,
-        "uncordon_node",
-        &node_target("n1"),
-        HashMap::new(),
-    )
-    .await;
-    let again = run(
-        &executor,
-        "uncordon_node",
-        &node_target("n1"),
-        HashMap::new(),
-    )
-    .await;
+    let report = run_on_node(&executor, "uncordon_node", "n1").await;
+    let again = run_on_node(&executor, "uncordon_node", "n1").await;
 
     assert!(report.succeeded, "{report:?}");
     assert_eq!(
@@ -236,7 +183,7 @@ async fn dry_run_cordon_changes_nothing() {
     let before = stored_node(&fake, "n1");
     let executor = Executor::new(Some(fake.client()), Mode::DryRun);
 
-    let report = run(&executor, "cordon_node", &node_target("n1"), HashMap::new()).await;
+    let report = run_on_node(&executor, "cordon_node", "n1").await;
 
     assert!(report.succeeded, "{report:?}");
     assert_eq!(
@@ -244,12 +191,7 @@ async fn dry_run_cordon_changes_nothing() {
         ["would patch node/n1: spec.unschedulable false -> true (cordon)"]
     );
     assert_eq!(before, stored_node(&fake, "n1"), "dry-run changed the node");
-    let mutations = fake.mutations();
-    assert_eq!(mutations.len(), 1, "{mutations:?}");
-    assert!(
-        mutations[0].dry_run,
-        "the patch was not sent with dryRun=All"
-    );
+    assert_one_dry_run_write(&fake, "patch");
 }
 
 #[tokio::test]
@@ -257,20 +199,8 @@ async fn cordon_of_missing_node_fails() {
     let fake = FakeKube::start().await.expect("fake API");
     let executor = Executor::new(Some(fake.client()), Mode::Live);
 
-    let cordon = run(
-        &executor,
-        "cordon_node",
-        &node_target("ghost"),
-        HashMap::new(),
-    )
-    .await;
-    let uncordon = run(
-        &executor,
-        "uncordon_node",
-        &node_target("ghost"),
-        HashMap::new(),
-    )
-    .await;
+    let cordon = run_on_node(&executor, "cordon_node", "ghost").await;
+    let uncordon = run_on_node(&executor, "uncordon_node", "ghost").await;
 
     assert!(!cordon.succeeded);
     assert_eq!(
@@ -283,9 +213,9 @@ async fn cordon_of_missing_node_fails() {
 
 #[tokio::test]
 async fn cordon_takes_no_parameters() {
-    let params = HashMap::from([("timeout_seconds".to_owned(), int(60))]);
+    let timeout = params([("timeout_seconds", int(60))]);
 
-    let error = validate("cordon_node", TargetKind::Node, &params)
+    let error = validate("cordon_node", TargetKind::Node, &timeout)
         .expect_err("an unknown parameter must be invalid");
 
     assert_eq!(
@@ -431,12 +361,11 @@ async fn drain_second_attempt_finds_nothing_to_evict() {
     assert_eq!(live_writes(&fake), writes, "the second drain wrote again");
 }
 
-#[tokio::test]
-async fn drain_waits_for_a_disruption_budget() {
-    let fake = FakeKube::start().await.expect("fake API");
+/// Seeds node n1 with the StatefulSet pod api-0, whose budget blocks its
+/// eviction, and the ReplicaSet pod web-1. Pods are evicted in name order, so
+/// the eviction of api-0 is blocked before web-1 is evicted.
+fn seed_blocked_drain(fake: &FakeKube) {
     fake.insert(node("n1", false)).expect("seed");
-    // Pods are evicted in name order, so the eviction of api-0 is blocked
-    // before web-1 is evicted.
     fake.insert(pod(
         "shop",
         "api-0",
@@ -454,6 +383,12 @@ async fn drain_waits_for_a_disruption_budget() {
     ))
     .expect("seed");
     fake.insert(budget("api")).expect("seed");
+}
+
+#[tokio::test]
+async fn drain_waits_for_a_disruption_budget() {
+    let fake = FakeKube::start().await.expect("fake API");
+    seed_blocked_drain(&fake);
     let executor = Executor::new(Some(fake.client()), Mode::Live);
 
     let n1 = node_target("n1");
@@ -502,24 +437,7 @@ async fn drain_waits_for_a_disruption_budget() {
 #[tokio::test]
 async fn drain_blocked_until_timeout_fails_and_stays_cordoned() {
     let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(node("n1", false)).expect("seed");
-    fake.insert(pod(
-        "shop",
-        "api-0",
-        "n1",
-        "api",
-        Some(("StatefulSet", "api")),
-    ))
-    .expect("seed");
-    fake.insert(pod(
-        "shop",
-        "web-1",
-        "n1",
-        "web",
-        Some(("ReplicaSet", "web-7d9f")),
-    ))
-    .expect("seed");
-    fake.insert(budget("api")).expect("seed");
+    seed_blocked_drain(&fake);
     let executor = Executor::new(Some(fake.client()), Mode::Live);
 
     // 30 seconds is the shortest timeout the registry allows.

@@ -2,14 +2,19 @@
 //! against the in-memory Kubernetes API: the resulting objects, dry-run,
 //! bad parameters, missing targets and retries.
 
+mod common;
+
 use std::collections::HashMap;
 
+use common::{
+    assert_one_dry_run_write, assert_one_write_with_resource_version, boolean, int, live_writes,
+    params, run, run_attempt, target, text,
+};
 use serde_json::{Value, json};
 use steward_actions::{ValidationError, validate};
 use steward_execute::Mode;
-use steward_execute::actions::{ACTION_ID_ANNOTATION, Executor, Report, Request, Settings};
-use steward_proto::v1::parameter_value::Kind;
-use steward_proto::v1::{ParameterValue, Target, TargetKind};
+use steward_execute::actions::{ACTION_ID_ANNOTATION, Executor, Report, Settings};
+use steward_proto::v1::{ParameterValue, TargetKind};
 use steward_testkit::kube::FakeKube;
 use uuid::Uuid;
 
@@ -19,64 +24,8 @@ const QUARANTINE_LABEL: &str = "steward.io/quarantine";
 /// quarantine label value and network policy.
 const ACTION_ID: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 
-fn target(kind: TargetKind, name: &str) -> Target {
-    Target {
-        kind: kind as i32,
-        namespace: "shop".into(),
-        name: name.into(),
-    }
-}
-
-fn int(value: i64) -> ParameterValue {
-    ParameterValue {
-        kind: Some(Kind::IntValue(value)),
-    }
-}
-
-fn text(value: &str) -> ParameterValue {
-    ParameterValue {
-        kind: Some(Kind::StringValue(value.to_owned())),
-    }
-}
-
-fn boolean(value: bool) -> ParameterValue {
-    ParameterValue {
-        kind: Some(Kind::BoolValue(value)),
-    }
-}
-
-fn params<const N: usize>(pairs: [(&str, ParameterValue); N]) -> HashMap<String, ParameterValue> {
-    pairs
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect()
-}
-
 fn action_id() -> Uuid {
     Uuid::parse_str(ACTION_ID).expect("a valid UUID")
-}
-
-/// Validates the parameters as execute does, then runs the action.
-async fn run(
-    executor: &Executor,
-    action_id: Uuid,
-    action: &str,
-    target: &Target,
-    params: HashMap<String, ParameterValue>,
-) -> Report {
-    let (_, parameters) = validate(action, target.kind(), &params).expect("valid parameters");
-    let request = Request {
-        action_id,
-        action,
-        parameters: &parameters,
-        target,
-        attempts: 1,
-    };
-    executor.run(&request).await.expect("no transient failure")
-}
-
-fn live_writes(fake: &FakeKube) -> usize {
-    fake.mutations().iter().filter(|m| !m.dry_run).count()
 }
 
 fn storage_class(name: &str, allow_expansion: Option<bool>) -> Value {
@@ -122,10 +71,22 @@ fn seed_expandable(fake: &FakeKube) {
         .expect("seed claim");
 }
 
+/// Seeds `objects`, expands the claim `data` to 20Gi as a live action, and
+/// returns the API server with the report.
+async fn expand_seeded_data<const N: usize>(objects: [Value; N]) -> (FakeKube, Report) {
+    let fake = FakeKube::start().await.expect("fake API");
+    for object in objects {
+        fake.insert(object).expect("seed");
+    }
+    let executor = Executor::new(Some(fake.client()), Mode::Live);
+
+    let report = expand(&executor, "data", "20Gi").await;
+    (fake, report)
+}
+
 async fn expand(executor: &Executor, name: &str, size: &str) -> Report {
     run(
         executor,
-        Uuid::new_v4(),
         "expand_pvc",
         &target(TargetKind::PersistentVolumeClaim, name),
         params([("size", text(size))]),
@@ -140,12 +101,13 @@ async fn expand_pvc_sets_the_new_size() {
     let executor = Executor::new(Some(fake.client()), Mode::Live);
     let id = Uuid::new_v4();
 
-    let report = run(
+    let report = run_attempt(
         &executor,
         id,
         "expand_pvc",
         &target(TargetKind::PersistentVolumeClaim, "data"),
         params([("size", text("20Gi"))]),
+        1,
     )
     .await;
 
@@ -162,13 +124,7 @@ async fn expand_pvc_sets_the_new_size() {
         stored["metadata"]["annotations"][ACTION_ID_ANNOTATION],
         id.to_string()
     );
-    let mutations = fake.mutations();
-    assert_eq!(mutations.len(), 1, "{mutations:?}");
-    assert!(
-        mutations[0].body["metadata"]["resourceVersion"].is_string(),
-        "the patch carries no resourceVersion precondition: {:?}",
-        mutations[0].body
-    );
+    assert_one_write_with_resource_version(&fake);
 }
 
 #[tokio::test]
@@ -190,12 +146,7 @@ async fn expand_pvc_dry_run_changes_nothing() {
         before,
         "dry-run changed the claim"
     );
-    let mutations = fake.mutations();
-    assert_eq!(mutations.len(), 1, "{mutations:?}");
-    assert!(
-        mutations[0].dry_run,
-        "the patch was not sent with dryRun=All"
-    );
+    assert_one_dry_run_write(&fake, "patch");
 }
 
 #[tokio::test]
@@ -206,20 +157,22 @@ async fn expand_pvc_retry_is_not_repeated() {
     let id = Uuid::new_v4();
     let data = target(TargetKind::PersistentVolumeClaim, "data");
 
-    run(
+    run_attempt(
         &executor,
         id,
         "expand_pvc",
         &data,
         params([("size", text("20Gi"))]),
+        1,
     )
     .await;
-    let retry = run(
+    let retry = run_attempt(
         &executor,
         id,
         "expand_pvc",
         &data,
         params([("size", text("20Gi"))]),
+        1,
     )
     .await;
 
@@ -234,14 +187,11 @@ async fn expand_pvc_retry_is_not_repeated() {
 #[tokio::test]
 async fn expand_pvc_rejects_a_class_without_expansion() {
     for allow in [None, Some(false)] {
-        let fake = FakeKube::start().await.expect("fake API");
-        fake.insert(storage_class("slow", allow))
-            .expect("seed class");
-        fake.insert(claim("data", Some("slow"), "10Gi", "Bound"))
-            .expect("seed claim");
-        let executor = Executor::new(Some(fake.client()), Mode::Live);
-
-        let report = expand(&executor, "data", "20Gi").await;
+        let (fake, report) = expand_seeded_data([
+            storage_class("slow", allow),
+            claim("data", Some("slow"), "10Gi", "Bound"),
+        ])
+        .await;
 
         assert!(!report.succeeded, "{report:?}");
         assert!(
@@ -260,12 +210,7 @@ async fn expand_pvc_rejects_a_class_without_expansion() {
 
 #[tokio::test]
 async fn expand_pvc_rejects_a_claim_without_class() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(claim("data", None, "10Gi", "Bound"))
-        .expect("seed claim");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
-
-    let report = expand(&executor, "data", "20Gi").await;
+    let (fake, report) = expand_seeded_data([claim("data", None, "10Gi", "Bound")]).await;
 
     assert!(!report.succeeded, "{report:?}");
     assert!(
@@ -279,12 +224,7 @@ async fn expand_pvc_rejects_a_claim_without_class() {
 
 #[tokio::test]
 async fn expand_pvc_rejects_a_missing_class() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(claim("data", Some("gone"), "10Gi", "Bound"))
-        .expect("seed claim");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
-
-    let report = expand(&executor, "data", "20Gi").await;
+    let (fake, report) = expand_seeded_data([claim("data", Some("gone"), "10Gi", "Bound")]).await;
 
     assert!(!report.succeeded, "{report:?}");
     assert!(
@@ -347,14 +287,11 @@ async fn expand_pvc_rejects_a_size_above_the_maximum() {
 
 #[tokio::test]
 async fn expand_pvc_rejects_an_unbound_claim() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(storage_class("fast", Some(true)))
-        .expect("seed class");
-    fake.insert(claim("data", Some("fast"), "10Gi", "Pending"))
-        .expect("seed claim");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
-
-    let report = expand(&executor, "data", "20Gi").await;
+    let (fake, report) = expand_seeded_data([
+        storage_class("fast", Some(true)),
+        claim("data", Some("fast"), "10Gi", "Pending"),
+    ])
+    .await;
 
     assert!(!report.succeeded, "{report:?}");
     assert!(
@@ -467,12 +404,13 @@ async fn quarantine(
     pod: &str,
     params: HashMap<String, ParameterValue>,
 ) -> Report {
-    run(
+    run_attempt(
         executor,
         action_id(),
         "quarantine_pod",
         &target(TargetKind::Pod, pod),
         params,
+        1,
     )
     .await
 }
@@ -715,16 +653,15 @@ fn event(name: &str, pod: &str, minute: u32, reason: &str) -> Value {
 }
 
 async fn diagnose(executor: &Executor, pod: &str, tail_lines: Option<i64>) -> Report {
-    let params = match tail_lines {
+    let parameters = match tail_lines {
         Some(lines) => params([("tail_lines", int(lines))]),
         None => HashMap::new(),
     };
     run(
         executor,
-        Uuid::new_v4(),
         "collect_diagnostics",
         &target(TargetKind::Pod, pod),
-        params,
+        parameters,
     )
     .await
 }

@@ -2,78 +2,23 @@
 //! against the in-memory Kubernetes API: the resulting objects, dry-run,
 //! bad parameters, missing targets and repeated attempts.
 
+mod common;
+
 use std::collections::HashMap;
 
+use common::{
+    assert_one_dry_run_write, assert_one_write_with_resource_version, int, live_writes, params,
+    run, run_and_retry, run_attempt, target, text,
+};
 use serde_json::{Value, json};
 use steward_actions::{ValidationError, validate};
 use steward_execute::Mode;
-use steward_execute::actions::{ACTION_ID_ANNOTATION, Executor, Report, Request};
-use steward_proto::v1::parameter_value::Kind;
-use steward_proto::v1::{ParameterValue, Target, TargetKind};
+use steward_execute::actions::{ACTION_ID_ANNOTATION, Executor, Report};
+use steward_proto::v1::{ParameterValue, TargetKind};
 use steward_testkit::kube::FakeKube;
 use uuid::Uuid;
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
-
-fn target(kind: TargetKind, name: &str) -> Target {
-    Target {
-        kind: kind as i32,
-        namespace: "shop".into(),
-        name: name.into(),
-    }
-}
-
-fn int(value: i64) -> ParameterValue {
-    ParameterValue {
-        kind: Some(Kind::IntValue(value)),
-    }
-}
-
-fn text(value: &str) -> ParameterValue {
-    ParameterValue {
-        kind: Some(Kind::StringValue(value.to_owned())),
-    }
-}
-
-fn params(pairs: &[(&str, ParameterValue)]) -> HashMap<String, ParameterValue> {
-    pairs
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), value.clone()))
-        .collect()
-}
-
-/// Validates the parameters as execute does, then runs the action.
-async fn run(
-    executor: &Executor,
-    action: &str,
-    target: &Target,
-    params: HashMap<String, ParameterValue>,
-) -> Report {
-    run_attempt(executor, Uuid::new_v4(), action, target, params, 1).await
-}
-
-async fn run_attempt(
-    executor: &Executor,
-    action_id: Uuid,
-    action: &str,
-    target: &Target,
-    params: HashMap<String, ParameterValue>,
-    attempts: i32,
-) -> Report {
-    let (_, parameters) = validate(action, target.kind(), &params).expect("valid parameters");
-    let request = Request {
-        action_id,
-        action,
-        parameters: &parameters,
-        target,
-        attempts,
-    };
-    executor.run(&request).await.expect("no transient failure")
-}
-
-fn live_writes(fake: &FakeKube) -> usize {
-    fake.mutations().iter().filter(|m| !m.dry_run).count()
-}
 
 // Rollback
 
@@ -141,6 +86,16 @@ fn seed_web_history(fake: &FakeKube) -> String {
     uid
 }
 
+async fn rollback_web(executor: &Executor) -> Report {
+    run(
+        executor,
+        "rollback_deployment",
+        &target(TargetKind::Deployment, "web"),
+        HashMap::new(),
+    )
+    .await
+}
+
 fn stored_deployment(fake: &FakeKube) -> Value {
     fake.get_json("apps/v1", "deployments", "shop", "web")
         .expect("deployment")
@@ -188,13 +143,7 @@ async fn rollback_restores_the_previous_template() {
         template["metadata"]["annotations"][ACTION_ID_ANNOTATION],
         action_id.to_string()
     );
-    let mutations = fake.mutations();
-    assert_eq!(mutations.len(), 1, "{mutations:?}");
-    assert!(
-        mutations[0].body["metadata"]["resourceVersion"].is_string(),
-        "the patch carries no resourceVersion precondition: {}",
-        mutations[0].body
-    );
+    assert_one_write_with_resource_version(&fake);
 }
 
 #[tokio::test]
@@ -202,27 +151,10 @@ async fn rollback_retry_is_not_repeated() {
     let fake = FakeKube::start().await.expect("fake API");
     seed_web_history(&fake);
     let executor = Executor::new(Some(fake.client()), Mode::Live);
-    let action_id = Uuid::new_v4();
     let web = target(TargetKind::Deployment, "web");
 
-    let first = run_attempt(
-        &executor,
-        action_id,
-        "rollback_deployment",
-        &web,
-        HashMap::new(),
-        1,
-    )
-    .await;
-    let retry = run_attempt(
-        &executor,
-        action_id,
-        "rollback_deployment",
-        &web,
-        HashMap::new(),
-        2,
-    )
-    .await;
+    let (first, retry) =
+        run_and_retry(&executor, "rollback_deployment", &web, HashMap::new()).await;
 
     assert!(first.succeeded, "{first:?}");
     assert!(retry.succeeded, "{retry:?}");
@@ -252,13 +184,7 @@ async fn rollback_to_the_current_template_changes_nothing() {
         .expect("seed");
     let executor = Executor::new(Some(fake.client()), Mode::Live);
 
-    let report = run(
-        &executor,
-        "rollback_deployment",
-        &target(TargetKind::Deployment, "web"),
-        HashMap::new(),
-    )
-    .await;
+    let report = rollback_web(&executor).await;
 
     assert!(report.succeeded, "{report:?}");
     assert!(
@@ -277,13 +203,7 @@ async fn rollback_without_previous_revision_fails() {
         .expect("seed");
     let executor = Executor::new(Some(fake.client()), Mode::Live);
 
-    let report = run(
-        &executor,
-        "rollback_deployment",
-        &target(TargetKind::Deployment, "web"),
-        HashMap::new(),
-    )
-    .await;
+    let report = rollback_web(&executor).await;
 
     assert!(!report.succeeded, "{report:?}");
     assert!(
@@ -304,13 +224,7 @@ async fn rollback_of_paused_deployment_fails() {
     fake.insert(paused).expect("seed");
     let executor = Executor::new(Some(fake.client()), Mode::Live);
 
-    let report = run(
-        &executor,
-        "rollback_deployment",
-        &target(TargetKind::Deployment, "web"),
-        HashMap::new(),
-    )
-    .await;
+    let report = rollback_web(&executor).await;
 
     assert!(!report.succeeded, "{report:?}");
     assert!(report.error.contains("is paused"), "{report:?}");
@@ -324,13 +238,7 @@ async fn dry_run_rollback_changes_nothing() {
     let before = stored_deployment(&fake);
     let executor = Executor::new(Some(fake.client()), Mode::DryRun);
 
-    let report = run(
-        &executor,
-        "rollback_deployment",
-        &target(TargetKind::Deployment, "web"),
-        HashMap::new(),
-    )
-    .await;
+    let report = rollback_web(&executor).await;
 
     assert!(report.succeeded, "{report:?}");
     assert!(
@@ -342,12 +250,7 @@ async fn dry_run_rollback_changes_nothing() {
         stored_deployment(&fake),
         "dry-run changed the deployment"
     );
-    let mutations = fake.mutations();
-    assert_eq!(mutations.len(), 1, "{mutations:?}");
-    assert!(
-        mutations[0].dry_run,
-        "the patch was not sent with dryRun=All"
-    );
+    assert_one_dry_run_write(&fake, "patch");
 }
 
 #[tokio::test]
@@ -375,7 +278,7 @@ async fn rollback_takes_no_parameters() {
     let error = validate(
         "rollback_deployment",
         TargetKind::Deployment,
-        &params(&[("revision", int(2))]),
+        &params([("revision", int(2))]),
     )
     .expect_err("an unknown parameter must be invalid");
 
@@ -417,14 +320,11 @@ fn workload(kind: &str, name: &str) -> Value {
     })
 }
 
-fn containers(fake: &FakeKube, plural: &str, name: &str) -> Value {
-    fake.get_json("apps/v1", plural, "shop", name)
-        .expect("workload")["spec"]["template"]["spec"]["containers"]
-        .clone()
-}
-
-#[tokio::test]
-async fn increase_resources_raises_one_container() {
+/// Runs increase_resources with `parameters` on a `cart` deployment that
+/// [`workload`] builds, and returns the API server with the report.
+async fn increase_cart_resources(
+    parameters: HashMap<String, ParameterValue>,
+) -> (FakeKube, Report) {
     let fake = FakeKube::start().await.expect("fake API");
     fake.insert(workload("Deployment", "cart")).expect("seed");
     let executor = Executor::new(Some(fake.client()), Mode::Live);
@@ -433,12 +333,25 @@ async fn increase_resources_raises_one_container() {
         &executor,
         "increase_resources",
         &target(TargetKind::Deployment, "cart"),
-        params(&[
-            ("container", text("app")),
-            ("memory_limit", text("1Gi")),
-            ("cpu_request", text("500m")),
-        ]),
+        parameters,
     )
+    .await;
+    (fake, report)
+}
+
+fn containers(fake: &FakeKube, plural: &str, name: &str) -> Value {
+    fake.get_json("apps/v1", plural, "shop", name)
+        .expect("workload")["spec"]["template"]["spec"]["containers"]
+        .clone()
+}
+
+#[tokio::test]
+async fn increase_resources_raises_one_container() {
+    let (fake, report) = increase_cart_resources(params([
+        ("container", text("app")),
+        ("memory_limit", text("1Gi")),
+        ("cpu_request", text("500m")),
+    ]))
     .await;
 
     assert!(report.succeeded, "{report:?}");
@@ -477,7 +390,7 @@ async fn increase_resources_works_on_statefulsets_and_daemonsets() {
     fake.insert(workload("DaemonSet", "agent")).expect("seed");
     let executor = Executor::new(Some(fake.client()), Mode::Live);
     let change = || {
-        params(&[
+        params([
             ("container", text("sidecar")),
             ("memory_limit", text("128Mi")),
         ])
@@ -521,14 +434,14 @@ async fn increase_resources_above_maximum_is_rejected() {
         &executor,
         "increase_resources",
         &cart,
-        params(&[("container", text("app")), ("memory_limit", text("32Gi"))]),
+        params([("container", text("app")), ("memory_limit", text("32Gi"))]),
     )
     .await;
     let cpu = run(
         &executor,
         "increase_resources",
         &cart,
-        params(&[("container", text("app")), ("cpu_request", text("8500m"))]),
+        params([("container", text("app")), ("cpu_request", text("8500m"))]),
     )
     .await;
 
@@ -547,16 +460,10 @@ async fn increase_resources_above_maximum_is_rejected() {
 
 #[tokio::test]
 async fn increase_resources_lower_value_is_rejected() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(workload("Deployment", "cart")).expect("seed");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
-
-    let report = run(
-        &executor,
-        "increase_resources",
-        &target(TargetKind::Deployment, "cart"),
-        params(&[("container", text("app")), ("memory_limit", text("0.25Gi"))]),
-    )
+    let (fake, report) = increase_cart_resources(params([
+        ("container", text("app")),
+        ("memory_limit", text("0.25Gi")),
+    ]))
     .await;
 
     assert!(!report.succeeded);
@@ -571,16 +478,10 @@ async fn increase_resources_lower_value_is_rejected() {
 
 #[tokio::test]
 async fn increase_resources_request_above_limit_is_rejected() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(workload("Deployment", "cart")).expect("seed");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
-
-    let report = run(
-        &executor,
-        "increase_resources",
-        &target(TargetKind::Deployment, "cart"),
-        params(&[("container", text("app")), ("memory_request", text("1Gi"))]),
-    )
+    let (fake, report) = increase_cart_resources(params([
+        ("container", text("app")),
+        ("memory_request", text("1Gi")),
+    ]))
     .await;
 
     assert!(!report.succeeded);
@@ -595,16 +496,10 @@ async fn increase_resources_request_above_limit_is_rejected() {
 
 #[tokio::test]
 async fn increase_resources_unknown_container_lists_containers() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(workload("Deployment", "cart")).expect("seed");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
-
-    let report = run(
-        &executor,
-        "increase_resources",
-        &target(TargetKind::Deployment, "cart"),
-        params(&[("container", text("worker")), ("memory_limit", text("1Gi"))]),
-    )
+    let (fake, report) = increase_cart_resources(params([
+        ("container", text("worker")),
+        ("memory_limit", text("1Gi")),
+    ]))
     .await;
 
     assert!(!report.succeeded);
@@ -617,17 +512,7 @@ async fn increase_resources_unknown_container_lists_containers() {
 
 #[tokio::test]
 async fn increase_resources_needs_a_resource_parameter() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(workload("Deployment", "cart")).expect("seed");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
-
-    let report = run(
-        &executor,
-        "increase_resources",
-        &target(TargetKind::Deployment, "cart"),
-        params(&[("container", text("app"))]),
-    )
-    .await;
+    let (fake, report) = increase_cart_resources(params([("container", text("app"))])).await;
 
     assert!(!report.succeeded);
     assert_eq!(
@@ -644,19 +529,19 @@ async fn increase_resources_bad_parameters_are_invalid() {
     let no_container = validate(
         "increase_resources",
         kind,
-        &params(&[("memory_limit", text("1Gi"))]),
+        &params([("memory_limit", text("1Gi"))]),
     )
     .expect_err("a missing container must be invalid");
     let bad_quantity = validate(
         "increase_resources",
         kind,
-        &params(&[("container", text("app")), ("memory_limit", text("lots"))]),
+        &params([("container", text("app")), ("memory_limit", text("lots"))]),
     )
     .expect_err("a value that is not a quantity must be invalid");
     let number = validate(
         "increase_resources",
         kind,
-        &params(&[("container", text("app")), ("cpu_limit", int(2))]),
+        &params([("container", text("app")), ("cpu_limit", int(2))]),
     )
     .expect_err("a number where a quantity string is expected must be invalid");
 
@@ -697,28 +582,10 @@ async fn increase_resources_retry_is_not_repeated() {
     let fake = FakeKube::start().await.expect("fake API");
     fake.insert(workload("Deployment", "cart")).expect("seed");
     let executor = Executor::new(Some(fake.client()), Mode::Live);
-    let action_id = Uuid::new_v4();
     let cart = target(TargetKind::Deployment, "cart");
-    let change = || params(&[("container", text("app")), ("memory_limit", text("1Gi"))]);
+    let change = || params([("container", text("app")), ("memory_limit", text("1Gi"))]);
 
-    let first = run_attempt(
-        &executor,
-        action_id,
-        "increase_resources",
-        &cart,
-        change(),
-        1,
-    )
-    .await;
-    let retry = run_attempt(
-        &executor,
-        action_id,
-        "increase_resources",
-        &cart,
-        change(),
-        2,
-    )
-    .await;
+    let (first, retry) = run_and_retry(&executor, "increase_resources", &cart, change()).await;
     let other_action = run(&executor, "increase_resources", &cart, change()).await;
 
     assert!(first.succeeded, "{first:?}");
@@ -749,7 +616,7 @@ async fn dry_run_increase_resources_changes_nothing() {
         &executor,
         "increase_resources",
         &target(TargetKind::Deployment, "cart"),
-        params(&[("container", text("app")), ("cpu_limit", text("2"))]),
+        params([("container", text("app")), ("cpu_limit", text("2"))]),
     )
     .await;
 
@@ -759,12 +626,7 @@ async fn dry_run_increase_resources_changes_nothing() {
         ["would patch deployment/shop/cart container app: resources.limits.cpu unset -> 2"]
     );
     assert_eq!(before, containers(&fake, "deployments", "cart"));
-    let mutations = fake.mutations();
-    assert_eq!(mutations.len(), 1, "{mutations:?}");
-    assert!(
-        mutations[0].dry_run,
-        "the patch was not sent with dryRun=All"
-    );
+    assert_one_dry_run_write(&fake, "patch");
 }
 
 #[tokio::test]
@@ -776,7 +638,7 @@ async fn increase_resources_of_missing_workload_fails() {
         &executor,
         "increase_resources",
         &target(TargetKind::Statefulset, "ghost"),
-        params(&[("container", text("app")), ("cpu_limit", text("2"))]),
+        params([("container", text("app")), ("cpu_limit", text("2"))]),
     )
     .await;
 
@@ -802,14 +664,9 @@ fn hpa(min: i64, max: i64) -> Value {
     })
 }
 
-fn stored_hpa_spec(fake: &FakeKube) -> Value {
-    fake.get_json("autoscaling/v2", "horizontalpodautoscalers", "shop", "cart")
-        .expect("autoscaler")["spec"]
-        .clone()
-}
-
-#[tokio::test]
-async fn update_hpa_sets_min_and_max() {
+/// Runs update_hpa with `parameters` on the autoscaler `cart`, which allows 2
+/// to 10 replicas, and returns the API server with the report.
+async fn update_cart_hpa(parameters: HashMap<String, ParameterValue>) -> (FakeKube, Report) {
     let fake = FakeKube::start().await.expect("fake API");
     fake.insert(hpa(2, 10)).expect("seed");
     let executor = Executor::new(Some(fake.client()), Mode::Live);
@@ -818,8 +675,24 @@ async fn update_hpa_sets_min_and_max() {
         &executor,
         "update_hpa",
         &target(TargetKind::HorizontalPodAutoscaler, "cart"),
-        params(&[("min_replicas", int(4)), ("max_replicas", int(20))]),
+        parameters,
     )
+    .await;
+    (fake, report)
+}
+
+fn stored_hpa_spec(fake: &FakeKube) -> Value {
+    fake.get_json("autoscaling/v2", "horizontalpodautoscalers", "shop", "cart")
+        .expect("autoscaler")["spec"]
+        .clone()
+}
+
+#[tokio::test]
+async fn update_hpa_sets_min_and_max() {
+    let (fake, report) = update_cart_hpa(params([
+        ("min_replicas", int(4)),
+        ("max_replicas", int(20)),
+    ]))
     .await;
 
     assert!(report.succeeded, "{report:?}");
@@ -838,17 +711,7 @@ async fn update_hpa_sets_min_and_max() {
 
 #[tokio::test]
 async fn update_hpa_changes_only_the_given_bound() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(hpa(2, 10)).expect("seed");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
-
-    let report = run(
-        &executor,
-        "update_hpa",
-        &target(TargetKind::HorizontalPodAutoscaler, "cart"),
-        params(&[("max_replicas", int(15))]),
-    )
-    .await;
+    let (fake, report) = update_cart_hpa(params([("max_replicas", int(15))])).await;
 
     assert!(report.succeeded, "{report:?}");
     assert_eq!(
@@ -862,17 +725,7 @@ async fn update_hpa_changes_only_the_given_bound() {
 
 #[tokio::test]
 async fn update_hpa_min_above_max_is_rejected() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(hpa(2, 10)).expect("seed");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
-
-    let report = run(
-        &executor,
-        "update_hpa",
-        &target(TargetKind::HorizontalPodAutoscaler, "cart"),
-        params(&[("min_replicas", int(12))]),
-    )
-    .await;
+    let (fake, report) = update_cart_hpa(params([("min_replicas", int(12))])).await;
 
     assert!(!report.succeeded);
     assert_eq!(
@@ -884,17 +737,7 @@ async fn update_hpa_min_above_max_is_rejected() {
 
 #[tokio::test]
 async fn update_hpa_needs_a_parameter() {
-    let fake = FakeKube::start().await.expect("fake API");
-    fake.insert(hpa(2, 10)).expect("seed");
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
-
-    let report = run(
-        &executor,
-        "update_hpa",
-        &target(TargetKind::HorizontalPodAutoscaler, "cart"),
-        HashMap::new(),
-    )
-    .await;
+    let (fake, report) = update_cart_hpa(HashMap::new()).await;
 
     assert!(!report.succeeded);
     assert_eq!(
@@ -908,9 +751,9 @@ async fn update_hpa_needs_a_parameter() {
 async fn update_hpa_parameters_out_of_bounds_are_invalid() {
     let kind = TargetKind::HorizontalPodAutoscaler;
 
-    let too_many = validate("update_hpa", kind, &params(&[("max_replicas", int(201))]))
+    let too_many = validate("update_hpa", kind, &params([("max_replicas", int(201))]))
         .expect_err("max_replicas above 200 must be invalid");
-    let zero = validate("update_hpa", kind, &params(&[("min_replicas", int(0))]))
+    let zero = validate("update_hpa", kind, &params([("min_replicas", int(0))]))
         .expect_err("min_replicas 0 must be invalid");
 
     assert_eq!(
@@ -928,12 +771,10 @@ async fn update_hpa_second_attempt_changes_nothing() {
     let fake = FakeKube::start().await.expect("fake API");
     fake.insert(hpa(2, 10)).expect("seed");
     let executor = Executor::new(Some(fake.client()), Mode::Live);
-    let action_id = Uuid::new_v4();
     let cart = target(TargetKind::HorizontalPodAutoscaler, "cart");
-    let change = || params(&[("min_replicas", int(3))]);
+    let change = params([("min_replicas", int(3))]);
 
-    let first = run_attempt(&executor, action_id, "update_hpa", &cart, change(), 1).await;
-    let retry = run_attempt(&executor, action_id, "update_hpa", &cart, change(), 2).await;
+    let (first, retry) = run_and_retry(&executor, "update_hpa", &cart, change).await;
 
     assert!(first.succeeded, "{first:?}");
     assert!(retry.succeeded, "{retry:?}");
@@ -956,7 +797,7 @@ async fn dry_run_update_hpa_changes_nothing() {
         &executor,
         "update_hpa",
         &target(TargetKind::HorizontalPodAutoscaler, "cart"),
-        params(&[("max_replicas", int(30))]),
+        params([("max_replicas", int(30))]),
     )
     .await;
 
@@ -966,12 +807,7 @@ async fn dry_run_update_hpa_changes_nothing() {
         ["would patch horizontalpodautoscaler/shop/cart: spec.maxReplicas 10 -> 30"]
     );
     assert_eq!(stored_hpa_spec(&fake)["maxReplicas"], 10);
-    let mutations = fake.mutations();
-    assert_eq!(mutations.len(), 1, "{mutations:?}");
-    assert!(
-        mutations[0].dry_run,
-        "the patch was not sent with dryRun=All"
-    );
+    assert_one_dry_run_write(&fake, "patch");
 }
 
 #[tokio::test]
@@ -983,7 +819,7 @@ async fn update_hpa_of_missing_autoscaler_fails() {
         &executor,
         "update_hpa",
         &target(TargetKind::HorizontalPodAutoscaler, "ghost"),
-        params(&[("max_replicas", int(30))]),
+        params([("max_replicas", int(30))]),
     )
     .await;
 
@@ -1024,6 +860,16 @@ fn failed_status() -> Value {
     })
 }
 
+async fn delete_failed_job(executor: &Executor, name: &str) -> Report {
+    run(
+        executor,
+        "delete_failed_job",
+        &target(TargetKind::Job, name),
+        HashMap::new(),
+    )
+    .await
+}
+
 fn stored_job(fake: &FakeKube, name: &str) -> Option<Value> {
     fake.get_json("batch/v1", "jobs", "shop", name)
 }
@@ -1034,13 +880,7 @@ async fn delete_failed_job_deletes_it_with_its_pods() {
     let seeded = fake.insert(job("migrate", failed_status())).expect("seed");
     let executor = Executor::new(Some(fake.client()), Mode::Live);
 
-    let report = run(
-        &executor,
-        "delete_failed_job",
-        &target(TargetKind::Job, "migrate"),
-        HashMap::new(),
-    )
-    .await;
+    let report = delete_failed_job(&executor, "migrate").await;
 
     assert!(report.succeeded, "{report:?}");
     assert_eq!(
@@ -1066,13 +906,7 @@ async fn delete_failed_job_accepts_failed_pods_without_condition() {
         .expect("seed");
     let executor = Executor::new(Some(fake.client()), Mode::Live);
 
-    let report = run(
-        &executor,
-        "delete_failed_job",
-        &target(TargetKind::Job, "migrate"),
-        HashMap::new(),
-    )
-    .await;
+    let report = delete_failed_job(&executor, "migrate").await;
 
     assert!(report.succeeded, "{report:?}");
     assert!(stored_job(&fake, "migrate").is_none());
@@ -1100,13 +934,7 @@ async fn delete_failed_job_keeps_unfailed_jobs() {
     let executor = Executor::new(Some(fake.client()), Mode::Live);
 
     for (name, _, expected) in &cases {
-        let report = run(
-            &executor,
-            "delete_failed_job",
-            &target(TargetKind::Job, name),
-            HashMap::new(),
-        )
-        .await;
+        let report = delete_failed_job(&executor, name).await;
 
         assert!(!report.succeeded, "job {name} was deleted: {report:?}");
         assert!(
@@ -1165,13 +993,7 @@ async fn dry_run_delete_failed_job_keeps_the_job() {
     fake.insert(job("migrate", failed_status())).expect("seed");
     let executor = Executor::new(Some(fake.client()), Mode::DryRun);
 
-    let report = run(
-        &executor,
-        "delete_failed_job",
-        &target(TargetKind::Job, "migrate"),
-        HashMap::new(),
-    )
-    .await;
+    let report = delete_failed_job(&executor, "migrate").await;
 
     assert!(report.succeeded, "{report:?}");
     assert!(
@@ -1179,12 +1001,7 @@ async fn dry_run_delete_failed_job_keeps_the_job() {
         "{report:?}"
     );
     assert!(stored_job(&fake, "migrate").is_some());
-    let mutations = fake.mutations();
-    assert_eq!(mutations.len(), 1, "{mutations:?}");
-    assert!(
-        mutations[0].dry_run,
-        "the delete was not sent with dryRun=All"
-    );
+    assert_one_dry_run_write(&fake, "delete");
 }
 
 #[tokio::test]
@@ -1192,7 +1009,7 @@ async fn delete_failed_job_takes_no_parameters() {
     let error = validate(
         "delete_failed_job",
         TargetKind::Job,
-        &params(&[("grace_period_seconds", int(5))]),
+        &params([("grace_period_seconds", int(5))]),
     )
     .expect_err("an unknown parameter must be invalid");
 

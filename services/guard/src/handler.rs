@@ -144,6 +144,128 @@ pub fn evaluate_static(
     )])
 }
 
+/// Runs the checks that read Postgres, inside the decision transaction:
+/// whether the alert already resolved, the cooldown, the oscillation
+/// detectors and the rate limits; then whether a person must approve.
+///
+/// # Errors
+/// Fails when a query fails; nothing is decided then.
+pub async fn evaluate_history(
+    tx: &mut DecisionTx,
+    policy: &Policy,
+    proposal: &Proposal,
+    target: &v1::Target,
+    correlation_id: Uuid,
+    mut reasons: Vec<String>,
+) -> Result<Verdict, StoreError> {
+    if tx.alert_resolved(correlation_id).await? {
+        return Ok(Verdict::reject(
+            "resolved",
+            reasons,
+            "the alert resolved before the decision; nothing to remediate".to_owned(),
+        ));
+    }
+
+    if let Some(recent) = tx
+        .latest_action_within(&proposal.action, policy.cooldown)
+        .await?
+    {
+        return Ok(Verdict::reject(
+            "cooldown",
+            reasons,
+            format!(
+                "cooldown: {} on {target} was approved {} ago (action {}); the cooldown is {}",
+                proposal.action,
+                humanize(recent.age),
+                recent.action_id,
+                humanize(policy.cooldown),
+            ),
+        ));
+    }
+    reasons.push(format!(
+        "no {} on {target} in the last {}",
+        proposal.action,
+        humanize(policy.cooldown)
+    ));
+
+    let replicas = proposal
+        .parameters
+        .get("replicas")
+        .and_then(|value| match value.kind {
+            Some(v1::parameter_value::Kind::IntValue(replicas)) => i32::try_from(replicas).ok(),
+            _ => None,
+        });
+    let candidate = Candidate {
+        action: &proposal.action,
+        replicas,
+    };
+    let findings = tx.findings(&candidate, &policy.detectors).await?;
+    for finding in &findings {
+        let evidence: Vec<String> = finding.evidence.iter().map(ToString::to_string).collect();
+        let line = format!("{} (actions {})", finding.detail, evidence.join(", "));
+        if finding.blocks() {
+            return Ok(Verdict::reject(
+                detector_rule(&finding.detector),
+                reasons,
+                line,
+            ));
+        }
+        reasons.push(format!("warning: {line}"));
+    }
+    if findings.is_empty() {
+        reasons.push("no oscillation in the action history".to_owned());
+    }
+
+    let hour = Duration::from_secs(3600);
+    if let Some(limit) = policy.max_actions_per_cluster_per_hour {
+        let count = tx.approvals_within(hour, None).await?;
+        if count >= limit {
+            return Ok(Verdict::reject(
+                "rate_limit",
+                reasons,
+                format!(
+                    "rate limit: {count} actions approved in cluster {} in the last hour; the limit is {limit}",
+                    tx.target().cluster
+                ),
+            ));
+        }
+    }
+    if let Some(limit) = policy.max_actions_per_namespace_per_hour {
+        let count = tx.approvals_within(hour, Some(&target.namespace)).await?;
+        if count >= limit {
+            return Ok(Verdict::reject(
+                "rate_limit",
+                reasons,
+                format!(
+                    "rate limit: {count} actions approved in namespace {} in the last hour; the limit is {limit}",
+                    target.namespace
+                ),
+            ));
+        }
+    }
+
+    let risk = steward_actions::find(&proposal.action)
+        .map_or(steward_actions::Risk::High, |spec| spec.risk);
+    if policy.needs_approval(&proposal.action, risk) {
+        reasons.push(format!(
+            "{} ({} risk) needs a person's approval; it is rejected unless approved within {}",
+            proposal.action,
+            risk.as_str(),
+            humanize(policy.approval_timeout)
+        ));
+        return Ok(Verdict {
+            ruling: Ruling::Pending,
+            rule: "approval",
+            reasons,
+        });
+    }
+    Ok(Verdict {
+        ruling: Ruling::Approved,
+        rule: "passed",
+        reasons,
+    })
+}
+
 /// Turns proposals into decisions.
 pub struct ProposalHandler {
     bus: Bus,
@@ -192,9 +314,15 @@ impl ProposalHandler {
 
         let verdict = match evaluate_static(&proposal, &cluster, &self.policy, Utc::now()) {
             Ok(verdict) => verdict,
-            Err(reasons) => match self
-                .check_history(&mut tx, &proposal, &target, correlation_id, reasons)
-                .await
+            Err(reasons) => match evaluate_history(
+                &mut tx,
+                &self.policy,
+                &proposal,
+                &target,
+                correlation_id,
+                reasons,
+            )
+            .await
             {
                 Ok(verdict) => verdict,
                 Err(error) => return self.database_failure(&error),
@@ -260,126 +388,6 @@ impl ProposalHandler {
             "proposal decided"
         );
         self.publish_stored(&cluster, stored).await
-    }
-
-    /// Runs the checks that read Postgres, inside the decision transaction:
-    /// whether the alert already resolved, the cooldown, the oscillation
-    /// detectors and the rate limits; then whether a person must approve.
-    async fn check_history(
-        &self,
-        tx: &mut DecisionTx,
-        proposal: &Proposal,
-        target: &v1::Target,
-        correlation_id: Uuid,
-        mut reasons: Vec<String>,
-    ) -> Result<Verdict, StoreError> {
-        let policy = &self.policy;
-        if tx.alert_resolved(correlation_id).await? {
-            return Ok(Verdict::reject(
-                "resolved",
-                reasons,
-                "the alert resolved before the decision; nothing to remediate".to_owned(),
-            ));
-        }
-
-        if let Some(recent) = tx
-            .latest_action_within(&proposal.action, policy.cooldown)
-            .await?
-        {
-            return Ok(Verdict::reject(
-                "cooldown",
-                reasons,
-                format!(
-                    "cooldown: {} on {target} was approved {} ago (action {}); the cooldown is {}",
-                    proposal.action,
-                    humanize(recent.age),
-                    recent.action_id,
-                    humanize(policy.cooldown),
-                ),
-            ));
-        }
-        reasons.push(format!(
-            "no {} on {target} in the last {}",
-            proposal.action,
-            humanize(policy.cooldown)
-        ));
-
-        let replicas = proposal
-            .parameters
-            .get("replicas")
-            .and_then(|value| match value.kind {
-                Some(v1::parameter_value::Kind::IntValue(replicas)) => i32::try_from(replicas).ok(),
-                _ => None,
-            });
-        let candidate = Candidate {
-            action: &proposal.action,
-            replicas,
-        };
-        let findings = tx.findings(&candidate, &policy.detectors).await?;
-        for finding in &findings {
-            let evidence: Vec<String> = finding.evidence.iter().map(ToString::to_string).collect();
-            let line = format!("{} (actions {})", finding.detail, evidence.join(", "));
-            if finding.blocks() {
-                return Ok(Verdict::reject(
-                    detector_rule(&finding.detector),
-                    reasons,
-                    line,
-                ));
-            }
-            reasons.push(format!("warning: {line}"));
-        }
-        if findings.is_empty() {
-            reasons.push("no oscillation in the action history".to_owned());
-        }
-
-        let hour = Duration::from_secs(3600);
-        if let Some(limit) = policy.max_actions_per_cluster_per_hour {
-            let count = tx.approvals_within(hour, None).await?;
-            if count >= limit {
-                return Ok(Verdict::reject(
-                    "rate_limit",
-                    reasons,
-                    format!(
-                        "rate limit: {count} actions approved in cluster {} in the last hour; the limit is {limit}",
-                        tx.target().cluster
-                    ),
-                ));
-            }
-        }
-        if let Some(limit) = policy.max_actions_per_namespace_per_hour {
-            let count = tx.approvals_within(hour, Some(&target.namespace)).await?;
-            if count >= limit {
-                return Ok(Verdict::reject(
-                    "rate_limit",
-                    reasons,
-                    format!(
-                        "rate limit: {count} actions approved in namespace {} in the last hour; the limit is {limit}",
-                        target.namespace
-                    ),
-                ));
-            }
-        }
-
-        let risk = steward_actions::find(&proposal.action)
-            .map_or(steward_actions::Risk::High, |spec| spec.risk);
-        if policy.needs_approval(&proposal.action, risk) {
-            reasons.push(format!(
-                "{} ({} risk) needs a person's approval; it is rejected unless approved within {}",
-                proposal.action,
-                risk.as_str(),
-                humanize(policy.approval_timeout)
-            ));
-            return Ok(Verdict {
-                ruling: Ruling::Pending,
-                rule: "approval",
-                reasons,
-            });
-        }
-        Ok(Verdict {
-            ruling: Ruling::Approved,
-            rule: "passed",
-            reasons,
-        })
     }
 
     /// Publishes a stored decision event on the subject of its own stage.

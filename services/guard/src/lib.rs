@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, PolicyFlags};
-pub use handler::{ProposalHandler, Ruling, Verdict, evaluate_static};
+pub use handler::{ProposalHandler, Ruling, Verdict, evaluate_history, evaluate_static};
 pub use policy::Policy;
 
 /// Runs the guard until `shutdown` is cancelled.

@@ -10,20 +10,23 @@ use super::{ACTION_ID_ANNOTATION, Report, Request, Settings};
 
 /// Describes `request` without reading any object.
 pub(super) fn without_cluster(request: &Request<'_>, settings: &Settings) -> Report {
-    let planned = plan(request, settings);
-    Report::done(vec![format!(
-        "{planned} (no cluster configured: the object was not read)"
-    )])
+    match plan(request, settings) {
+        Ok(planned) => Report::done(vec![format!(
+            "{planned} (no cluster configured: the object was not read)"
+        )]),
+        Err(refusal) => Report::failed(refusal),
+    }
 }
 
-fn plan(request: &Request<'_>, settings: &Settings) -> String {
+/// Returns the planned requests, or why the action would fail.
+fn plan(request: &Request<'_>, settings: &Settings) -> Result<String, String> {
     let target = request.target;
     let params = request.parameters;
     let integer = |name: &str, default: i64| params.integer(name).unwrap_or(default);
     let restart = format!(
         "would patch {target}: set spec.template.metadata.annotations[{RESTARTED_AT_ANNOTATION}] to the current time, as `kubectl rollout restart` does"
     );
-    match request.action {
+    let planned = match request.action {
         "restart_deployment" | "restart_statefulset" | "restart_daemonset" => restart,
         "reset_service_mesh" => format!("{restart}, so that new pods get fresh sidecars"),
         "restart_network_component" => {
@@ -32,10 +35,10 @@ fn plan(request: &Request<'_>, settings: &Settings) -> String {
             {
                 restart
             } else {
-                format!(
-                    "would refuse {target}: only these kube-system daemon sets may be restarted: {}",
+                return Err(format!(
+                    "{target} is not a network component Steward may restart; the allowed kube-system daemon sets are {}",
                     settings.network_daemonsets.join(", ")
-                )
+                ));
             }
         }
         "scale_deployment" | "scale_statefulset" => format!(
@@ -132,14 +135,17 @@ fn plan(request: &Request<'_>, settings: &Settings) -> String {
                 target.namespace
             ),
             Some(_) => format!(
-                "would create a Job from the configured {action} template for {target}, annotated {ACTION_ID_ANNOTATION} with the action id, and wait for it to complete"
+                "would create a Job from the configured {action} template for {target}, annotated {ACTION_ID_ANNOTATION} with the action id"
             ),
             None if steward_actions::find(action).is_some_and(|spec| spec.job_template) => {
-                format!("would fail: no {action} job template is configured for {target}")
+                return Err(format!(
+                    "no job template for {action} on {target} is configured; add one to the file named by --job-templates"
+                ));
             }
             None => format!("would run {action} on {target}"),
         },
-    }
+    };
+    Ok(planned)
 }
 
 #[cfg(test)]
@@ -265,8 +271,11 @@ mod tests {
             attempts: 1,
         };
         let report = without_cluster(&request, &Settings::default());
-        assert!(report.succeeded);
-        report.changes.join("\n")
+        if report.succeeded {
+            report.changes.join("\n")
+        } else {
+            report.error
+        }
     }
 
     #[test]
@@ -314,10 +323,7 @@ mod tests {
                 "enable_debug_mode",
                 "LOG_LEVEL=debug on every container, then restore the previous value after 600s",
             ),
-            (
-                "cleanup_storage",
-                "no cleanup_storage job template is configured",
-            ),
+            ("cleanup_storage", "no job template for cleanup_storage"),
         ] {
             let (_, kind, name, params) = examples
                 .iter()
@@ -367,6 +373,6 @@ mod tests {
             "my-agent",
             &json!({}),
         );
-        assert!(text.contains("would refuse"), "{text}");
+        assert!(text.contains("is not a network component"), "{text}");
     }
 }
