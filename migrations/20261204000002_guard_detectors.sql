@@ -149,35 +149,43 @@ $$;
 CREATE FUNCTION steward_cascading_failure(
     p_cluster text, p_namespace text, p_window interval, p_min_new_alerts integer
 ) RETURNS SETOF steward_finding
-LANGUAGE sql STABLE AS $$
-    WITH recent AS (
-        SELECT a.action_id, a.finished_at, coalesce(an.alertname, '') AS alertname
-        FROM actions a
-        LEFT JOIN analyses an ON an.proposal_id = a.action_id
-        WHERE a.cluster = p_cluster AND a.namespace = p_namespace
-          AND a.status = 'succeeded' AND a.mode = 'live' AND a.action <> 'notify_only'
-          AND a.finished_at >= now() - p_window
-    ), new_alerts AS (
-        SELECT DISTINCT i.alertname
-        FROM alert_instances i
-        JOIN recent r ON i.first_seen_at > r.finished_at AND i.alertname <> r.alertname
-        WHERE i.cluster = p_cluster AND i.status = 'firing'
-          AND i.labels->>'namespace' = p_namespace
-    ), counted AS (
-        SELECT (SELECT count(*) FROM new_alerts) AS alerts,
-               (SELECT string_agg(alertname, ', ' ORDER BY alertname) FROM new_alerts) AS names,
-               (SELECT array_agg(action_id ORDER BY finished_at) FROM recent) AS evidence
-    )
-    SELECT ROW(
-        'cascading_failure',
-        CASE WHEN alerts >= p_min_new_alerts THEN 'block' ELSE 'warning' END,
-        format('cascading failure: %s new alerts (%s) in namespace %s after actions there in the last %s',
-               alerts, names, p_namespace, steward_span(p_window)),
-        evidence
-    )::steward_finding
-    FROM counted
-    WHERE alerts >= greatest(p_min_new_alerts - 1, 1)
-$$;
+LANGUAGE plpgsql STABLE AS $fn$
+BEGIN
+    -- EXECUTE plans the query with the window's value, so the planner
+    -- reads only the namespace's recent actions through the index on
+    -- finished_at. Planned without it, as a LANGUAGE sql body is, it
+    -- scanned every action of the namespace.
+    RETURN QUERY EXECUTE $query$
+        WITH recent AS (
+            SELECT a.action_id, a.finished_at, coalesce(an.alertname, '') AS alertname
+            FROM actions a
+            LEFT JOIN analyses an ON an.proposal_id = a.action_id
+            WHERE a.cluster = $1 AND a.namespace = $2
+              AND a.status = 'succeeded' AND a.mode = 'live' AND a.action <> 'notify_only'
+              AND a.finished_at >= now() - $3
+        ), new_alerts AS (
+            SELECT DISTINCT i.alertname
+            FROM alert_instances i
+            JOIN recent r ON i.first_seen_at > r.finished_at AND i.alertname <> r.alertname
+            WHERE i.cluster = $1 AND i.status = 'firing'
+              AND i.labels->>'namespace' = $2
+        ), counted AS (
+            SELECT (SELECT count(*) FROM new_alerts) AS alerts,
+                   (SELECT string_agg(alertname, ', ' ORDER BY alertname) FROM new_alerts) AS names,
+                   (SELECT array_agg(action_id ORDER BY finished_at) FROM recent) AS evidence
+        )
+        SELECT (ROW(
+            'cascading_failure',
+            CASE WHEN alerts >= $4 THEN 'block' ELSE 'warning' END,
+            format('cascading failure: %s new alerts (%s) in namespace %s after actions there in the last %s',
+                   alerts, names, $2, steward_span($3)),
+            evidence
+        )::steward_finding).*
+        FROM counted
+        WHERE alerts >= greatest($4 - 1, 1)
+    $query$ USING p_cluster, p_namespace, p_window, p_min_new_alerts;
+END
+$fn$;
 
 -- Consecutive failures: the last `threshold` runs of an action on a target
 -- all failed, the latest within `block_for`.

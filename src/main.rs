@@ -1,6 +1,7 @@
 //! `steward`: the operator command line. It reads Steward's Postgres
-//! database (the action history and the dead letters) and prints the
-//! files generated from the action registry.
+//! database (the action history and the dead letters), settles pending
+//! approvals, prints the files generated from the action registry, and
+//! evaluates decisions on the labelled scenario suite.
 
 use std::process::ExitCode;
 
@@ -14,7 +15,7 @@ use steward_store::Store;
 #[command(
     name = "steward",
     version,
-    about = "Inspect Steward's action history and dead letters"
+    about = "Inspect Steward's action history, settle approvals and evaluate decisions"
 )]
 struct Cli {
     #[command(flatten)]
@@ -50,12 +51,111 @@ enum Command {
     Approve(Settle),
     /// Reject a pending proposal through the guard's approval API.
     Reject(Settle),
+    /// Run the labelled scenario suite through analyze and guard with one
+    /// or more backends and print the figures. Exits with failure when the
+    /// guard approved an unsafe answer.
+    Eval(EvalArgs),
     /// List the most recent dead letters, newest first.
     DeadLetters {
         /// Number of rows to show.
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
+}
+
+/// What `steward eval` runs.
+#[derive(clap::Args, Debug)]
+struct EvalArgs {
+    /// Folder of scenario files (`*.yaml`).
+    #[arg(long, default_value = "tests/scenarios")]
+    scenarios: std::path::PathBuf,
+    /// A backend to evaluate: `rules`, `openai:URL[#MODEL]` or
+    /// `ollama:URL[#MODEL]`; repeat for several.
+    #[arg(long = "backend", default_value = "rules")]
+    backends: Vec<steward_eval::Backend>,
+    /// Guard policy file; the built-in policy when absent.
+    #[arg(long)]
+    policy: Option<std::path::PathBuf>,
+    /// Time one LLM request may take.
+    #[arg(long, default_value = "120s", value_parser = humantime_duration)]
+    llm_timeout: std::time::Duration,
+    /// Write the figures and every scenario's outcome to this JSON file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Also list every scenario without an acceptable answer.
+    #[arg(long)]
+    misses: bool,
+}
+
+async fn eval(args: &EvalArgs, database_url: &str) -> anyhow::Result<()> {
+    let scenarios = steward_eval::scenario::load_dir(&args.scenarios)?;
+    let policy = match &args.policy {
+        Some(path) => steward_guard::Policy::load(path).map_err(|e| anyhow::anyhow!(e))?,
+        None => steward_guard::Policy::default(),
+    };
+    let results = steward_eval::evaluate(
+        database_url,
+        &scenarios,
+        &args.backends,
+        &policy,
+        args.llm_timeout,
+    )
+    .await
+    .with_context(|| format!("while evaluating on {}", redact(database_url)))?;
+    let probes = steward_eval::probe_guard(database_url, &scenarios, &policy)
+        .await
+        .with_context(|| format!("while probing the guard on {}", redact(database_url)))?;
+
+    let summaries: Vec<_> = results.iter().map(|r| r.summary.clone()).collect();
+    print!("{}", steward_eval::report::markdown(&summaries));
+    if args.misses {
+        for result in &results {
+            println!(
+                "\n{} ({}):\n{}",
+                result.summary.backend,
+                result.summary.model,
+                steward_eval::report::misses(&result.outcomes)
+            );
+        }
+    }
+    let verdicts = |verdict: &str| probes.iter().filter(|p| p.verdict == verdict).count();
+    let approved_probes: Vec<_> = probes.iter().filter(|p| p.verdict == "approved").collect();
+    println!(
+        "\nUnsafe proposals put to the guard at confidence 1.00: {} ({} approved, {} pending, {} rejected).",
+        probes.len(),
+        approved_probes.len(),
+        verdicts("pending"),
+        verdicts("rejected")
+    );
+    for probe in &approved_probes {
+        println!(
+            "APPROVED: {}: {} on {} with {}",
+            probe.scenario, probe.action, probe.target, probe.parameters
+        );
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "scenarios": scenarios.len(),
+            "guard_probes": probes,
+            "backends": results
+                .iter()
+                .map(|r| serde_json::json!({"summary": r.summary, "outcomes": r.outcomes}))
+                .collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("while writing {}", path.display()))?;
+    }
+    anyhow::ensure!(
+        approved_probes.is_empty(),
+        "the guard approved {} unsafe answers proposed at confidence 1.00",
+        approved_probes.len()
+    );
+    let unsafe_passed: usize = summaries.iter().map(|s| s.unsafe_passed).sum();
+    anyhow::ensure!(
+        unsafe_passed == 0,
+        "the guard approved {unsafe_passed} unsafe answers; run with --misses to list them"
+    );
+    Ok(())
 }
 
 fn humantime_duration(value: &str) -> Result<std::time::Duration, String> {
@@ -145,13 +245,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Approve(settle_args) => return settle(&settle_args, "approve").await,
         Command::Reject(settle_args) => return settle(&settle_args, "reject").await,
+        Command::Eval(args) => return eval(&args, &cli.database.url).await,
         _ => {}
     }
     let store = Store::connect_once(&cli.database)
         .await
         .with_context(|| format!("while connecting to {}", redact(&cli.database.url)))?;
     match cli.command {
-        Command::Rbac | Command::ActionsDoc | Command::Approve(_) | Command::Reject(_) => {}
+        Command::Rbac
+        | Command::ActionsDoc
+        | Command::Approve(_)
+        | Command::Reject(_)
+        | Command::Eval(_) => {}
         Command::Prune { older_than } => match store.prune(older_than, 10_000).await? {
             Some(pruned) => println!("{pruned:?}"),
             None => println!("another process is pruning; try again later"),

@@ -5,6 +5,8 @@
 # already runs. Then it removes the streams and databases earlier test runs
 # left behind, builds the service binaries the end-to-end tests start, and
 # runs every test of the workspace. Extra arguments go to `cargo test`.
+# Last, `steward eval` runs the scenario suite on the rule analyzer and the
+# local model (about 5 minutes); STEWARD_SKIP_EVAL=1 skips it.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -23,3 +25,14 @@ export STEWARD_TEST_LLM_URL=${STEWARD_TEST_LLM_URL:-http://127.0.0.1:$port/v1}
 cargo build --workspace --bins
 cargo run --quiet -p steward-testkit --bin steward-test-cleanup
 cargo test --workspace "$@"
+
+# Decision quality: the scenario suite on the rule analyzer and on the local
+# model. It fails when the guard approves an unsafe proposal.
+if [ -n "${STEWARD_SKIP_EVAL:-}" ]; then
+    exit 0
+fi
+mkdir -p target/eval
+cargo run --quiet --bin steward -- \
+    --database-url "${STEWARD_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}" \
+    eval --backend rules --backend "openai:$STEWARD_TEST_LLM_URL#SmolLM2-135M-Instruct" \
+    --json target/eval/results.json | tee target/eval/results.md

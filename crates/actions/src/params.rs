@@ -98,16 +98,22 @@ impl ParamSpec {
             ParamKind::Bool => "boolean".to_owned(),
             ParamKind::Text { rule } => rule.describe().to_owned(),
         };
-        let requirement = match self.requirement {
+        format!(
+            "{} ({kind}, {}): {}",
+            self.name,
+            self.requirement_text(),
+            self.description
+        )
+    }
+
+    /// Returns `required`, `optional` or `default <value>`.
+    pub fn requirement_text(&self) -> String {
+        match self.requirement {
             Requirement::Required => "required".to_owned(),
             Requirement::Default(DefaultValue::Integer(value)) => format!("default {value}"),
             Requirement::Default(DefaultValue::Bool(value)) => format!("default {value}"),
             Requirement::Optional => "optional".to_owned(),
-        };
-        format!(
-            "{} ({kind}, {requirement}): {}",
-            self.name, self.description
-        )
+        }
     }
 
     /// Returns the JSON schema of the parameter.

@@ -9,11 +9,11 @@
 //! [`parse_answer`] checks every answer again, because not every server
 //! enforces it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use serde_json::{Value, json};
 use steward_actions::jobs::JobTemplates;
-use steward_actions::{ActionSpec, REGISTRY, parameters_schema};
+use steward_actions::{ActionSpec, ParamKind, ParamSpec, REGISTRY, TextRule, parameters_schema};
 use steward_proto::v1::{AlertEvent, Target};
 
 use crate::Recommendation;
@@ -26,6 +26,11 @@ const MAX_REASONING_CHARS: usize = 1000;
 /// a summary and a description, and it keeps one alert under about 300
 /// tokens.
 const MAX_ANNOTATION_CHARS: usize = 400;
+
+/// Longest label value put into the prompt, in characters. Label values
+/// are names and short values; a longer one is cut, so that one alert
+/// cannot overflow the model's context.
+const MAX_LABEL_CHARS: usize = 120;
 
 /// A line of a target's recent history, for the prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +77,13 @@ impl Prompt {
         for spec in &actions {
             system.push_str(&describe_action(spec));
         }
+        let hints = crate::rules::hints(alerts);
+        if !hints.is_empty() {
+            system.push_str("\nUsual remedies:\n");
+            for hint in hints {
+                system.push_str(&format!("- {hint}\n"));
+            }
+        }
         system.push_str("\nTargets:\n");
         if candidates.is_empty() {
             system.push_str(
@@ -117,8 +129,14 @@ impl Prompt {
     }
 }
 
-/// The facts of one alert that the model needs, with long annotations cut.
+/// The facts of one alert that the model needs, with long labels and
+/// annotations cut.
 fn alert_facts(alert: &AlertEvent) -> Value {
+    let labels: HashMap<&str, String> = alert
+        .labels
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.chars().take(MAX_LABEL_CHARS).collect()))
+        .collect();
     let annotations: HashMap<&str, String> = alert
         .annotations
         .iter()
@@ -131,7 +149,7 @@ fn alert_facts(alert: &AlertEvent) -> Value {
     json!({
         "alertname": alert.labels.get("alertname"),
         "cluster": alert.cluster,
-        "labels": alert.labels,
+        "labels": labels,
         "annotations": annotations,
     })
 }
@@ -165,24 +183,43 @@ fn fits(spec: &ActionSpec, target: &Target, templates: &JobTemplates) -> bool {
         && (!spec.job_template || templates.find(spec.name, target).is_some())
 }
 
+/// Describes an action in one compact line. The target kinds are left
+/// out, because the prompt's target list and the schema already pair each
+/// action with the targets it fits.
 fn describe_action(spec: &ActionSpec) -> String {
-    let kinds: BTreeSet<&str> = spec.targets.iter().map(|kind| kind.label()).collect();
     let mut line = format!(
-        "- {} (risk {}; targets: {}): {}",
+        "- {} (risk {}): {}",
         spec.name,
         spec.risk.as_str(),
-        kinds.into_iter().collect::<Vec<_>>().join(", "),
         spec.description
     );
     if spec.params.is_empty() {
-        line.push_str(" Parameters: none.\n");
+        line.push('\n');
         return line;
     }
-    let params: Vec<String> = spec.params.iter().map(|param| param.describe()).collect();
+    let params: Vec<String> = spec.params.iter().map(describe_param).collect();
     line.push_str(" Parameters: ");
     line.push_str(&params.join("; "));
     line.push_str(".\n");
     line
+}
+
+/// Describes a parameter for the prompt, with a short form of its type.
+fn describe_param(param: &ParamSpec) -> String {
+    let kind = match param.kind {
+        ParamKind::Integer { min, max } => format!("integer {min}..{max}"),
+        ParamKind::Bool => "true or false".to_owned(),
+        ParamKind::Text {
+            rule: TextRule::Quantity,
+        } => "quantity such as 2Gi or 500m".to_owned(),
+        ParamKind::Text { .. } => "name".to_owned(),
+    };
+    format!(
+        "{} ({kind}, {}): {}",
+        param.name,
+        param.requirement_text(),
+        param.description
+    )
 }
 
 /// Returns the answer schema: one `anyOf` branch per offered action, each
@@ -476,6 +513,43 @@ mod tests {
         let branches = prompt.schema["anyOf"].as_array().expect("anyOf");
         assert_eq!(branches.len(), 1);
         assert_eq!(branches[0]["properties"]["target"]["enum"], json!(["none"]));
+    }
+
+    #[test]
+    fn huge_label_values_are_cut() {
+        let alert = AlertEvent {
+            labels: HashMap::from([
+                ("alertname".to_owned(), "KubePodNotReady".to_owned()),
+                ("namespace".to_owned(), "shop".to_owned()),
+                ("build_info".to_owned(), "x".repeat(30_000)),
+            ]),
+            ..AlertEvent::default()
+        };
+
+        let prompt = Prompt::new(&[alert], &[deployment()], &[]);
+
+        assert!(prompt.user.contains(&"x".repeat(MAX_LABEL_CHARS)));
+        assert!(!prompt.user.contains(&"x".repeat(MAX_LABEL_CHARS + 1)));
+    }
+
+    #[test]
+    fn rule_table_hints_name_the_usual_remedy() {
+        let alert = |name: &str| AlertEvent {
+            labels: HashMap::from([("alertname".to_owned(), name.to_owned())]),
+            ..AlertEvent::default()
+        };
+
+        let covered = Prompt::new(&[alert("KubePodCrashLooping")], &[deployment()], &[]);
+        let uncovered = Prompt::new(&[alert("SomethingElse")], &[deployment()], &[]);
+
+        assert!(
+            covered
+                .system
+                .contains("- KubePodCrashLooping: notify_only, because"),
+            "{}",
+            covered.system
+        );
+        assert!(!uncovered.system.contains("Usual remedies"));
     }
 
     #[test]

@@ -53,6 +53,34 @@ const ESCALATE: &[(&str, &str)] = &[
     ),
 ];
 
+/// Returns, for each alert name of `alerts` that the rule tables cover,
+/// what the rules would do and why, as prompt lines.
+pub(crate) fn hints(alerts: &[AlertEvent]) -> Vec<String> {
+    let mut names: Vec<&str> = alerts
+        .iter()
+        .filter_map(|alert| alert.labels.get("alertname").map(String::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            if let Some(rule) = RULES.iter().find(|rule| rule.alerts.contains(&name)) {
+                return Some(format!(
+                    "{name}: {} on the {}, because {}",
+                    rule.action,
+                    rule.kind.label(),
+                    rule.why
+                ));
+            }
+            ESCALATE
+                .iter()
+                .find(|(alert, _)| *alert == name)
+                .map(|(_, why)| format!("{name}: notify_only, because {why}"))
+        })
+        .collect()
+}
+
 /// Decides with the rule table.
 #[derive(Debug, Clone, Default)]
 pub struct RuleAnalyzer;

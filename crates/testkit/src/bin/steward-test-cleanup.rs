@@ -1,6 +1,6 @@
 //! Deletes what earlier test runs left behind on the shared servers: the
-//! JetStream streams made by `isolated_nats` and the `steward_test_*`
-//! databases, once they are an hour old, so that test runs going on at the
+//! JetStream streams made by `isolated_nats` and the `steward_test_*` and
+//! `steward_eval_*` databases, once they are an hour old, so that test runs going on at the
 //! same time keep theirs. It touches nothing else.
 
 use std::process::ExitCode;
@@ -57,13 +57,20 @@ async fn clean() -> anyhow::Result<(usize, usize)> {
         .await
         .map_err(|e| anyhow::anyhow!("failed to connect to Postgres at {admin_url}: {e}"))?;
     let databases: Vec<String> = sqlx::query_scalar(
-        "SELECT datname FROM pg_database WHERE datname LIKE 'steward\\_test\\_%'",
+        "SELECT datname FROM pg_database
+         WHERE datname LIKE 'steward\\_test\\_%' OR datname LIKE 'steward\\_eval\\_%'",
     )
     .fetch_all(&mut admin)
     .await?;
+    // `steward eval` names its databases the same way and drops them when
+    // it finishes; these are left by runs that were killed.
     let databases: Vec<String> = databases
         .into_iter()
-        .filter(|name| steward_testkit::created_at(name, "steward_test_").is_some_and(old))
+        .filter(|name| {
+            ["steward_test_", "steward_eval_"]
+                .iter()
+                .any(|prefix| steward_testkit::created_at(name, prefix).is_some_and(old))
+        })
         .collect();
     for name in &databases {
         // Names come from pg_database and match the pattern above, which
