@@ -193,10 +193,44 @@ async fn rotated_secret_restarts_only_the_workloads_using_it() {
         })
     };
 
-    let report = run(&executor, "rotate_secret", &secret, HashMap::new()).await;
+    let action_id = Uuid::new_v4();
+    let report = run_attempt(
+        &executor,
+        action_id,
+        "rotate_secret",
+        &secret,
+        HashMap::new(),
+        1,
+    )
+    .await;
     completer.await.expect("controller task");
+    // A redelivery after the rotation finds the job done and the workload
+    // already restarted.
+    let retry = run_attempt(
+        &executor,
+        action_id,
+        "rotate_secret",
+        &secret,
+        HashMap::new(),
+        2,
+    )
+    .await;
 
     assert!(report.succeeded, "{report:?}");
+    assert!(retry.succeeded, "{retry:?}");
+    assert!(
+        retry
+            .changes
+            .iter()
+            .any(|line| line.contains("already restarted by this action")),
+        "{retry:?}"
+    );
+    let restarts = fake
+        .mutations()
+        .iter()
+        .filter(|m| m.resource == "deployments" && m.verb == "patch")
+        .count();
+    assert_eq!(restarts, 1);
     let checkout = fake
         .get_json("apps/v1", "deployments", "shop", "checkout")
         .expect("checkout");

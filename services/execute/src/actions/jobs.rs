@@ -89,8 +89,20 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Report, Transient> {
             });
         }
     }
-    changes.extend(restart_secret_users(ctx, target).await?);
-    Ok(Report::done(changes))
+    let restarts = restart_secret_users(ctx, target).await?;
+    changes.extend(restarts.changes);
+    if restarts.failures.is_empty() {
+        return Ok(Report::done(changes));
+    }
+    Ok(Report {
+        succeeded: false,
+        changes,
+        error: format!(
+            "the secret was rotated, but these workloads that use it were not restarted: {}",
+            restarts.failures.join("; ")
+        ),
+        details: serde_json::Value::Null,
+    })
 }
 
 /// Returns the Job's name: the action and the first hex digits of its id,
@@ -184,11 +196,24 @@ async fn wait_for_job(
     }
 }
 
+/// The restarts after a rotation.
+struct Restarts {
+    /// One line per workload restarted, or found restarted by an earlier
+    /// attempt.
+    changes: Vec<String>,
+    /// One line per workload the API server refused to restart.
+    failures: Vec<String>,
+}
+
 /// Restarts the deployments, stateful sets and daemon sets in the secret's
 /// namespace whose pod template uses the secret: as a volume, through
-/// `env.valueFrom.secretKeyRef`, or through `envFrom.secretRef`.
-async fn restart_secret_users(ctx: &Ctx<'_>, secret: &Target) -> Result<Vec<String>, Transient> {
+/// `env.valueFrom.secretKeyRef`, or through `envFrom.secretRef`. A workload
+/// that already carries this action's id was restarted by an earlier
+/// attempt and is left alone.
+async fn restart_secret_users(ctx: &Ctx<'_>, secret: &Target) -> Result<Restarts, Transient> {
     let mut changes = Vec::new();
+    let mut failures = Vec::new();
+    let action_id = ctx.request.action_id.to_string();
     for kind in [
         TargetKind::Deployment,
         TargetKind::Statefulset,
@@ -214,19 +239,35 @@ async fn restart_secret_users(ctx: &Ctx<'_>, secret: &Target) -> Result<Vec<Stri
                 namespace: secret.namespace.clone(),
                 name,
             };
-            changes.push(restart_workload(ctx, &workload).await?);
+            let stamped =
+                &object.data["spec"]["template"]["metadata"]["annotations"][ACTION_ID_ANNOTATION];
+            if stamped.as_str() == Some(action_id.as_str()) {
+                changes.push(format!(
+                    "{workload} was already restarted by this action in an earlier attempt"
+                ));
+                continue;
+            }
+            match restart_workload(ctx, &workload).await? {
+                Ok(change) => changes.push(change),
+                Err(failure) => failures.push(failure),
+            }
         }
     }
-    if changes.is_empty() {
+    if changes.is_empty() && failures.is_empty() {
         changes.push(format!(
             "no workload in namespace {} uses {secret}",
             secret.namespace
         ));
     }
-    Ok(changes)
+    Ok(Restarts { changes, failures })
 }
 
-async fn restart_workload(ctx: &Ctx<'_>, workload: &Target) -> Result<String, Transient> {
+/// Restarts one workload; the inner error names a restart the API server
+/// refused.
+async fn restart_workload(
+    ctx: &Ctx<'_>,
+    workload: &Target,
+) -> Result<Result<String, String>, Transient> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let patch = json!({"spec": {"template": {"metadata": {"annotations": {
         workloads::RESTARTED_AT_ANNOTATION: now,
@@ -237,15 +278,15 @@ async fn restart_workload(ctx: &Ctx<'_>, workload: &Target) -> Result<String, Tr
         .patch(&workload.name, &ctx.patch_params(), &Patch::Merge(&patch))
         .await
     {
-        Ok(_) => Ok(format!(
+        Ok(_) => Ok(Ok(format!(
             "{} restart {workload}, which uses the rotated secret",
             ctx.verb()
-        )),
+        ))),
         Err(error) => match classify("restart", workload, error) {
             super::ApiFailure::Transient(message) => Err(Transient(message)),
-            super::ApiFailure::NotFound(message) | super::ApiFailure::Permanent(message) => {
-                Ok(format!("could not restart {workload}: {message}"))
-            }
+            // A workload deleted since the list needs no restart.
+            super::ApiFailure::NotFound(message) => Ok(Ok(message)),
+            super::ApiFailure::Permanent(message) => Ok(Err(message)),
         },
     }
 }
