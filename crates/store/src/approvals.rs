@@ -153,6 +153,22 @@ impl Store {
         Ok(Settled::Now)
     }
 
+    /// Returns whether the proposal was held for a person and then settled
+    /// (by a person or the approval timeout), as opposed to decided by the
+    /// guard directly; `None` when there is no such decision.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn was_held(&self, proposal_id: Uuid) -> Result<Option<bool>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT verdict = 'pending' OR resolved_by IS NOT NULL FROM decisions WHERE proposal_id = $1",
+        )
+        .bind(proposal_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query("look up whether a decision was held"))
+    }
+
     /// Records that a settled proposal's event was published.
     ///
     /// # Errors

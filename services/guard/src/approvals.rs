@@ -87,7 +87,16 @@ impl Approvals {
             .await
             .map_err(|e| unavailable(&e))?
         else {
-            // Settled before, or never pending.
+            // Settled before, or decided by the guard without a hold: only
+            // a held proposal can be settled, or answered again.
+            let held = self
+                .store
+                .was_held(proposal_id)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            if held != Some(true) {
+                return Err(ApprovalError::Unknown(proposal_id));
+            }
             let Some(stored) = self
                 .store
                 .stored_decision(proposal_id)

@@ -698,3 +698,17 @@ async fn unknown_proposal_is_not_found() {
     assert_eq!(status, 404, "{body}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn directly_decided_proposal_cannot_be_settled() {
+    let (guard, api, dir) = guard_with_approvals("").await;
+    let proposal = proposal("restart_deployment", 0.95, "checkout");
+    guard.propose(&proposal).await;
+    let decisions = guard.wait_for_decisions(1).await;
+
+    let (status, body) = settle(&api, &proposal, "approve", "secret-alice").await;
+
+    assert_eq!(decisions[0].0, Stage::Approved);
+    assert_eq!(status, 404, "{body}");
+    let _ = std::fs::remove_dir_all(dir);
+}
