@@ -128,6 +128,34 @@ impl DecisionTx {
         )
     }
 
+    /// Returns a proposal of `action` on the target that waits for a
+    /// person's approval, if there is one.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn pending_same_action(&mut self, action: &str) -> Result<Option<Uuid>, StoreError> {
+        // decisions_pending holds only the waiting proposals, so this reads
+        // a handful of rows whatever the size of the history.
+        sqlx::query_scalar(
+            "SELECT d.proposal_id
+             FROM decisions d
+             JOIN analyses an ON an.proposal_id = d.proposal_id
+             WHERE d.verdict = 'pending'
+               AND an.cluster = $1 AND an.namespace = $2 AND an.target_kind = $3
+               AND an.target_name = $4 AND an.action = $5
+             ORDER BY d.decided_at
+             LIMIT 1",
+        )
+        .bind(&self.target.cluster)
+        .bind(&self.target.namespace)
+        .bind(&self.target.kind)
+        .bind(&self.target.name)
+        .bind(action)
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(StoreError::query("look up pending proposals"))
+    }
+
     /// Counts the actions approved in the target's cluster (or, with
     /// `namespace`, in that namespace) within `window`, escalations aside.
     ///

@@ -65,10 +65,9 @@ pub struct LlmRequestLabels {
 /// Labels of a guard decision.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
-    /// `approved` or `rejected`.
+    /// `approved`, `rejected` or `pending`.
     pub verdict: &'static str,
-    /// The rule that decided: `passed`, `escalation`, `invalid`,
-    /// `confidence`, `resolved` or `cooldown`.
+    /// The rule that decided, as the guard's `Verdict::rule` names it.
     pub rule: &'static str,
 }
 

@@ -45,7 +45,8 @@ pub struct Verdict {
     pub ruling: Ruling,
     /// The deciding rule, for metrics: `passed`, `invalid`, `escalation`,
     /// `freeze`, `namespace`, `action_rule`, `confidence`, `resolved`,
-    /// `cooldown`, a detector's name, `rate_limit` or `approval`.
+    /// `cooldown`, `duplicate`, a detector's name, `rate_limit` or
+    /// `approval`.
     pub rule: &'static str,
     /// One line per check that ran, in order.
     pub reasons: Vec<String>,
@@ -179,6 +180,16 @@ pub async fn evaluate_history(
                 humanize(recent.age),
                 recent.action_id,
                 humanize(policy.cooldown),
+            ),
+        ));
+    }
+    if let Some(waiting) = tx.pending_same_action(&proposal.action).await? {
+        return Ok(Verdict::reject(
+            "duplicate",
+            reasons,
+            format!(
+                "a {} on {target} already waits for a person's approval (proposal {waiting})",
+                proposal.action
             ),
         ));
     }

@@ -560,6 +560,77 @@ async fn high_risk_action_waits_for_approval() {
     );
 }
 
+/// Records `proposal` as analyze does before publishing it.
+async fn record_analysis(guard: &Guard, proposal: &Proposal) {
+    let target = proposal.target.clone().expect("a target");
+    sqlx::query(
+        "INSERT INTO analyses (proposal_id, correlation_id, cluster, alertname, target_kind, namespace,
+                               target_name, action, parameters, confidence, reasoning, analyzer, event)
+         VALUES ($1, $2, 'prod', 'KubeDeploymentReplicasMismatch', 'deployment', $3, $4, $5, '{}', $6,
+                 'test', 'rules', ''::bytea)",
+    )
+    .bind(Uuid::parse_str(&proposal.proposal_id).expect("uuid"))
+    .bind(Uuid::new_v4())
+    .bind(&target.namespace)
+    .bind(&target.name)
+    .bind(&proposal.action)
+    .bind(proposal.confidence)
+    .execute(&guard.database.pool().await)
+    .await
+    .expect("analysis row");
+}
+
+#[tokio::test]
+async fn second_proposal_while_one_waits_is_a_duplicate() {
+    let guard = Guard::start(1).await;
+    // The guard migrates in the background; the analyses rows need the
+    // schema now. Migrations take a lock, so running them twice is safe.
+    steward_store::Store::connect_once(&guard.database.config())
+        .await
+        .expect("Postgres reachable")
+        .migrate()
+        .await
+        .expect("migrations");
+    let first = proposal("rollback_deployment", 0.95, "checkout");
+    let second = proposal("rollback_deployment", 0.95, "checkout");
+    let other = proposal("rollback_deployment", 0.95, "catalog");
+
+    record_analysis(&guard, &first).await;
+    guard.propose(&first).await;
+    guard.wait_for_decisions(1).await;
+    for later in [&second, &other] {
+        record_analysis(&guard, later).await;
+        guard.propose(later).await;
+    }
+    let decisions = guard.wait_for_decisions(3).await;
+
+    assert_eq!(decisions[0].0, Stage::Pending);
+    let verdict_of = |proposal: &Proposal| {
+        decisions
+            .iter()
+            .find(|(_, d)| {
+                d.proposal.as_ref().map(|p| p.proposal_id.as_str())
+                    == Some(proposal.proposal_id.as_str())
+            })
+            .map(|(stage, d)| (*stage, d.reasons.last().cloned().unwrap_or_default()))
+            .expect("a decision")
+    };
+    let (stage, reason) = verdict_of(&second);
+    assert_eq!(stage, Stage::Rejected);
+    assert_eq!(
+        reason,
+        format!(
+            "a rollback_deployment on deployment/shop/checkout already waits for a person's approval (proposal {})",
+            first.proposal_id
+        )
+    );
+    assert_eq!(
+        verdict_of(&other).0,
+        Stage::Pending,
+        "another target is not a duplicate"
+    );
+}
+
 /// A guard with the approval API on, and its token file's token.
 async fn guard_with_approvals(policy: &str) -> (Guard, String, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(steward_testkit::unique_name("approvals-"));
