@@ -145,9 +145,10 @@ pub fn evaluate_static(
     )])
 }
 
-/// Runs the checks that read Postgres, inside the decision transaction:
-/// whether the alert already resolved, the cooldown, the oscillation
-/// detectors and the rate limits; then whether a person must approve.
+/// Runs the checks that read Postgres, inside the decision transaction.
+/// They cover the resolved alert, the cooldown, a twin proposal waiting for
+/// approval, the oscillation detectors and the rate limits. Last comes
+/// whether a person must approve.
 ///
 /// # Errors
 /// Fails when a query fails; nothing is decided then.
