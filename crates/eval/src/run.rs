@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use steward_analyze::{Analyzers, Fallback, LlmApi, LlmConfig, candidates_of, history_lines};
 use steward_config::DatabaseConfig;
-use steward_guard::{Policy, Ruling, evaluate_history, evaluate_static};
+use steward_guard::{Moment, Policy, Ruling, evaluate_history, evaluate_static};
 use steward_proto::v1::{AlertEvent, AlertStatus, AnalyzerKind, Proposal, Target};
 use steward_store::{AlertDelivery, Store, TargetKey};
 use tokio_util::sync::CancellationToken;
@@ -416,7 +416,16 @@ pub async fn decide(
     let verdict = match evaluate_static(proposal, cluster, policy, Utc::now()) {
         Ok(verdict) => verdict,
         Err(reasons) => {
-            evaluate_history(&mut tx, policy, proposal, &target, correlation_id, reasons).await?
+            evaluate_history(
+                &mut tx,
+                policy,
+                proposal,
+                &target,
+                correlation_id,
+                reasons,
+                Moment::Arrival,
+            )
+            .await?
         }
     };
     // Dropping the transaction rolls it back: the history stays as seeded.

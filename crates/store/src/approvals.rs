@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::{ActionRecord, Store, StoreError, TargetKey};
+use crate::{ActionRecord, DecisionTx, Store, StoreError, TargetKey};
 
 /// A proposal waiting for a person.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -117,40 +117,10 @@ impl Store {
         proposal_id: Uuid,
         settlement: &Settlement<'_>,
     ) -> Result<Settled, StoreError> {
-        let mut tx = self.begin_decision(settlement.target.clone()).await?;
-        let updated = sqlx::query(
-            "UPDATE decisions
-             SET verdict = $2, reasons = $3, event = $4, resolved_by = $5, resolved_at = now(), unpublished = true
-             WHERE proposal_id = $1 AND verdict = 'pending'",
-        )
-        .bind(proposal_id)
-        .bind(settlement.verdict)
-        .bind(&settlement.reasons)
-        .bind(&settlement.event)
-        .bind(settlement.by)
-        .execute(tx.connection())
-        .await
-        .map_err(StoreError::query("settle pending decision"))?
-        .rows_affected();
-
-        if updated == 0 {
-            let current: Option<(String, Vec<u8>)> =
-                sqlx::query_as("SELECT verdict, event FROM decisions WHERE proposal_id = $1")
-                    .bind(proposal_id)
-                    .fetch_optional(tx.connection())
-                    .await
-                    .map_err(StoreError::query("load settled decision"))?;
-            tx.rollback().await?;
-            return Ok(match current {
-                Some((verdict, event)) => Settled::Before { verdict, event },
-                None => Settled::Unknown,
-            });
-        }
-        if let Some(action) = &settlement.action {
-            tx.insert_action(proposal_id, action).await?;
-        }
-        tx.finish().await?;
-        Ok(Settled::Now)
+        self.begin_decision(settlement.target.clone())
+            .await?
+            .settle(proposal_id, settlement)
+            .await
     }
 
     /// Returns whether the proposal was held for a person and then settled
@@ -192,5 +162,68 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::query("list unpublished decisions"))
+    }
+}
+
+impl DecisionTx {
+    /// Returns whether the proposal still waits for a person. Under the
+    /// target's lock the answer holds until this transaction ends, because
+    /// every settlement takes the same lock.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn is_pending(&mut self, proposal_id: Uuid) -> Result<bool, StoreError> {
+        let pending: Option<bool> =
+            sqlx::query_scalar("SELECT verdict = 'pending' FROM decisions WHERE proposal_id = $1")
+                .bind(proposal_id)
+                .fetch_optional(self.connection())
+                .await
+                .map_err(StoreError::query("look up a pending decision"))?;
+        Ok(pending == Some(true))
+    }
+
+    /// Settles a pending proposal in this transaction, which must hold the
+    /// lock of the settlement's target, then commits.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn settle(
+        mut self,
+        proposal_id: Uuid,
+        settlement: &Settlement<'_>,
+    ) -> Result<Settled, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE decisions
+             SET verdict = $2, reasons = $3, event = $4, resolved_by = $5, resolved_at = now(), unpublished = true
+             WHERE proposal_id = $1 AND verdict = 'pending'",
+        )
+        .bind(proposal_id)
+        .bind(settlement.verdict)
+        .bind(&settlement.reasons)
+        .bind(&settlement.event)
+        .bind(settlement.by)
+        .execute(self.connection())
+        .await
+        .map_err(StoreError::query("settle pending decision"))?
+        .rows_affected();
+
+        if updated == 0 {
+            let current: Option<(String, Vec<u8>)> =
+                sqlx::query_as("SELECT verdict, event FROM decisions WHERE proposal_id = $1")
+                    .bind(proposal_id)
+                    .fetch_optional(self.connection())
+                    .await
+                    .map_err(StoreError::query("load settled decision"))?;
+            self.rollback().await?;
+            return Ok(match current {
+                Some((verdict, event)) => Settled::Before { verdict, event },
+                None => Settled::Unknown,
+            });
+        }
+        if let Some(action) = &settlement.action {
+            self.insert_action(proposal_id, action).await?;
+        }
+        self.finish().await?;
+        Ok(Settled::Now)
     }
 }

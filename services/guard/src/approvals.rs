@@ -15,17 +15,20 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 use steward_bus::{Bus, Stage, event_id};
 use steward_proto::Message;
 use steward_proto::v1::{self, Decision, RemediationEvent, remediation_event};
-use steward_store::{ActionRecord, PendingDecision, Settled, Settlement, Store, TargetKey};
-use steward_telemetry::error_chain;
+use steward_store::{
+    ActionRecord, DecisionTx, PendingDecision, Settled, Settlement, Store, StoreError, TargetKey,
+};
+use steward_telemetry::{DecisionLabels, Metrics, error_chain};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::Policy;
+use crate::{Moment, Policy, Ruling, evaluate_history, evaluate_static};
 
 /// Longest time between two passes of the timeout and republish loop;
 /// short approval timeouts are checked more often.
@@ -45,6 +48,15 @@ pub enum ApprovalError {
         /// The verdict it got.
         verdict: String,
     },
+    /// A person approved it, but the guard's checks, run again, reject it
+    /// now; the proposal is settled as rejected.
+    #[error("proposal {proposal_id} was rejected at approval: {reason}")]
+    Refused {
+        /// Proposal id.
+        proposal_id: Uuid,
+        /// The check that failed, in words.
+        reason: String,
+    },
     /// Postgres or NATS failed; retrying may work.
     #[error("failed to settle the proposal: {0}")]
     Unavailable(String),
@@ -56,21 +68,34 @@ pub struct Approvals {
     bus: Bus,
     store: Store,
     policy: Arc<Policy>,
+    metrics: Arc<Metrics>,
 }
 
 impl Approvals {
     /// Creates the settler.
-    pub fn new(bus: Bus, store: Store, policy: Arc<Policy>) -> Self {
-        Self { bus, store, policy }
+    pub fn new(bus: Bus, store: Store, policy: Arc<Policy>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            bus,
+            store,
+            policy,
+            metrics,
+        }
     }
 
     /// Approves or rejects a pending proposal on behalf of `by`. Settling it
     /// again the same way publishes the stored result again, so a retried
     /// request is safe.
     ///
+    /// An approval runs the guard's checks again first (freeze windows,
+    /// namespaces, allowed actions, thresholds, the resolved alert, the
+    /// cooldown, the oscillation detectors and the rate limits), because
+    /// the history may have changed while the proposal waited. When one
+    /// fails, the proposal is settled as rejected with that reason, and
+    /// [`ApprovalError::Refused`] says so.
+    ///
     /// # Errors
-    /// Fails when the proposal is unknown, was settled the other way, or
-    /// Postgres or NATS failed.
+    /// Fails when the proposal is unknown, was settled the other way, the
+    /// checks reject it, or Postgres or NATS failed.
     pub async fn settle(
         &self,
         proposal_id: Uuid,
@@ -198,16 +223,49 @@ impl Approvals {
         };
         let proposal = decision.proposal.clone().unwrap_or_default();
         let target = proposal.target.clone().unwrap_or_default();
-        let stage = if approve {
+        let key = TargetKey {
+            cluster: pending.cluster.clone(),
+            namespace: target.namespace.clone(),
+            kind: target.kind().label().to_owned(),
+            name: target.name.clone(),
+        };
+        let unavailable = |error: StoreError| ApprovalError::Unavailable(error_chain(&error));
+        let mut tx = self
+            .store
+            .begin_decision(key.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut refusal = None;
+        if approve
+            && tx
+                .is_pending(pending.proposal_id)
+                .await
+                .map_err(unavailable)?
+        {
+            refusal = self
+                .recheck(&mut tx, &proposal, &target, pending)
+                .await
+                .map_err(unavailable)?;
+        }
+        let wanted = if approve {
+            Stage::Approved
+        } else {
+            Stage::Rejected
+        };
+        let approved = approve && refusal.is_none();
+        let stage = if approved {
             Stage::Approved
         } else {
             Stage::Rejected
         };
         let mut reasons = decision.reasons.clone();
         reasons.push(note);
+        if let Some((_, reason)) = &refusal {
+            reasons.push(format!("rejected at approval: {reason}"));
+        }
         let settled = Decision {
             proposal: Some(proposal.clone()),
-            verdict: if approve {
+            verdict: if approved {
                 v1::Verdict::Approved
             } else {
                 v1::Verdict::Rejected
@@ -220,7 +278,7 @@ impl Approvals {
             correlation_id: pending.correlation_id.to_string(),
             cluster: pending.cluster.clone(),
             occurred_at: settled.decided_at,
-            body: Some(if approve {
+            body: Some(if approved {
                 remediation_event::Body::Approved(settled)
             } else {
                 remediation_event::Body::Rejected(settled)
@@ -232,30 +290,49 @@ impl Approvals {
             reasons,
             by,
             event: encoded.clone(),
-            target: TargetKey {
-                cluster: pending.cluster.clone(),
-                namespace: target.namespace.clone(),
-                kind: target.kind().label().to_owned(),
-                name: target.name.clone(),
-            },
-            action: approve.then(|| ActionRecord {
+            target: key,
+            action: approved.then(|| ActionRecord {
                 action: proposal.action.clone(),
                 parameters: steward_actions::parameters_to_json(&proposal.parameters),
                 confidence: proposal.confidence,
             }),
         };
-        match self
-            .store
-            .settle_pending(pending.proposal_id, &settlement)
+        match tx
+            .settle(pending.proposal_id, &settlement)
             .await
-            .map_err(|e| ApprovalError::Unavailable(error_chain(&e)))?
+            .map_err(unavailable)?
         {
             Settled::Now => {
-                tracing::info!(proposal_id = %pending.proposal_id, verdict = stage.as_str(), by, "pending proposal settled");
+                let rule = match (&refusal, by) {
+                    (Some((rule, _)), _) => *rule,
+                    (None, "timeout") => "approval_timeout",
+                    (None, _) => "person",
+                };
+                self.metrics
+                    .decisions
+                    .get_or_create(&DecisionLabels {
+                        verdict: stage.as_str(),
+                        rule,
+                    })
+                    .inc();
+                tracing::info!(
+                    proposal_id = %pending.proposal_id,
+                    verdict = stage.as_str(),
+                    rule,
+                    by,
+                    "pending proposal settled"
+                );
                 self.publish(&pending.cluster, pending.proposal_id, encoded)
-                    .await
+                    .await?;
+                match refusal {
+                    Some((_, reason)) => Err(ApprovalError::Refused {
+                        proposal_id: pending.proposal_id,
+                        reason,
+                    }),
+                    None => Ok(()),
+                }
             }
-            Settled::Before { verdict, event } if verdict == stage.as_str() => {
+            Settled::Before { verdict, event } if verdict == wanted.as_str() => {
                 self.publish(&pending.cluster, pending.proposal_id, event)
                     .await
             }
@@ -265,6 +342,39 @@ impl Approvals {
             }),
             Settled::Unknown => Err(ApprovalError::Unknown(pending.proposal_id)),
         }
+    }
+
+    /// Runs the guard's checks again for a proposal a person approves.
+    /// Returns the deciding rule and its reason when they reject it now.
+    async fn recheck(
+        &self,
+        tx: &mut DecisionTx,
+        proposal: &v1::Proposal,
+        target: &v1::Target,
+        pending: &PendingDecision,
+    ) -> Result<Option<(&'static str, String)>, StoreError> {
+        let verdict = match evaluate_static(proposal, &pending.cluster, &self.policy, Utc::now()) {
+            Ok(verdict) => verdict,
+            Err(reasons) => {
+                evaluate_history(
+                    tx,
+                    &self.policy,
+                    proposal,
+                    target,
+                    pending.correlation_id,
+                    reasons,
+                    Moment::Approval,
+                )
+                .await?
+            }
+        };
+        Ok(match verdict.ruling {
+            Ruling::Approved => None,
+            Ruling::Rejected | Ruling::Pending => Some((
+                verdict.rule,
+                verdict.reasons.last().cloned().unwrap_or_default(),
+            )),
+        })
     }
 
     async fn publish(
@@ -507,7 +617,7 @@ async fn settle(
         }))
         .into_response(),
         Err(e @ ApprovalError::Unknown(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),
-        Err(e @ ApprovalError::AlreadySettled { .. }) => {
+        Err(e @ (ApprovalError::AlreadySettled { .. } | ApprovalError::Refused { .. })) => {
             error(StatusCode::CONFLICT, &e.to_string())
         }
         Err(e @ ApprovalError::Unavailable(_)) => {

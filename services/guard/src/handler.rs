@@ -145,6 +145,18 @@ pub fn evaluate_static(
     )])
 }
 
+/// When the guard runs its history checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// A proposal just arrived.
+    Arrival,
+    /// A person approves a proposal that waited: the history may have
+    /// changed since it arrived, so the checks run again, except the
+    /// duplicate check (the proposal itself is the waiting one) and the
+    /// approval requirement (it is being met).
+    Approval,
+}
+
 /// Runs the checks that read Postgres, inside the decision transaction.
 /// They cover the resolved alert, the cooldown, a twin proposal waiting for
 /// approval, the oscillation detectors and the rate limits. Last comes
@@ -159,6 +171,7 @@ pub async fn evaluate_history(
     target: &v1::Target,
     correlation_id: Uuid,
     mut reasons: Vec<String>,
+    moment: Moment,
 ) -> Result<Verdict, StoreError> {
     if tx.alert_resolved(correlation_id).await? {
         return Ok(Verdict::reject(
@@ -184,7 +197,9 @@ pub async fn evaluate_history(
             ),
         ));
     }
-    if let Some(waiting) = tx.pending_same_action(&proposal.action).await? {
+    if moment == Moment::Arrival
+        && let Some(waiting) = tx.pending_same_action(&proposal.action).await?
+    {
         return Ok(Verdict::reject(
             "duplicate",
             reasons,
@@ -258,7 +273,7 @@ pub async fn evaluate_history(
 
     let risk = steward_actions::find(&proposal.action)
         .map_or(steward_actions::Risk::High, |spec| spec.risk);
-    if policy.needs_approval(&proposal.action, risk) {
+    if moment == Moment::Arrival && policy.needs_approval(&proposal.action, risk) {
         reasons.push(format!(
             "{} ({} risk) needs a person's approval; it is rejected unless approved within {}",
             proposal.action,
@@ -333,6 +348,7 @@ impl ProposalHandler {
                 &target,
                 correlation_id,
                 reasons,
+                Moment::Arrival,
             )
             .await
             {

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, PolicyFlags};
-pub use handler::{ProposalHandler, Ruling, Verdict, evaluate_history, evaluate_static};
+pub use handler::{Moment, ProposalHandler, Ruling, Verdict, evaluate_history, evaluate_static};
 pub use policy::Policy;
 
 /// Runs the guard until `shutdown` is cancelled.
@@ -72,6 +72,7 @@ pub async fn run(
         service.bus.clone(),
         service.store.clone(),
         Arc::new(policy.clone()),
+        service.metrics.clone(),
     );
     tokio::spawn(approvals.clone().sweep(shutdown.clone()));
     if !config.retention.is_zero() {

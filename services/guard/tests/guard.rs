@@ -742,6 +742,53 @@ async fn person_rejects_a_pending_proposal() {
 }
 
 #[tokio::test]
+async fn approval_runs_the_checks_again() {
+    // One action per hour in the namespace: the rollback waits for a
+    // person, and meanwhile a restart in the same namespace is approved.
+    let (guard, api, dir) =
+        guard_with_approvals("rate_limits: {per_namespace_per_hour: 1}\n").await;
+    let rollback = proposal("rollback_deployment", 0.95, "checkout");
+    guard.propose(&rollback).await;
+    guard.wait_for_decisions(1).await;
+    guard
+        .propose(&proposal("restart_deployment", 0.95, "catalog"))
+        .await;
+    guard.wait_for_decisions(2).await;
+
+    let (status, body) = settle(&api, &rollback, "approve", "secret-alice").await;
+    let decisions = guard.wait_for_decisions(3).await;
+    let (again, _) = settle(&api, &rollback, "approve", "secret-alice").await;
+
+    assert_eq!(decisions[0].0, Stage::Pending);
+    assert_eq!(decisions[1].0, Stage::Approved);
+    assert_eq!(status, 409, "{body}");
+    let expected = "rejected at approval: rate limit: 1 actions approved in namespace shop in the last hour; the limit is 1";
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.ends_with(&expected["rejected at approval: ".len()..])),
+        "{body}"
+    );
+    assert_eq!(decisions[2].0, Stage::Rejected);
+    assert_eq!(
+        decisions[2].1.reasons[decisions[2].1.reasons.len() - 2..],
+        [
+            "approved by alice: checked the dashboards".to_owned(),
+            expected.to_owned()
+        ]
+    );
+    assert_eq!(again, 409, "the rejection stands");
+    let pool = guard.database.pool().await;
+    let rollbacks: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM actions WHERE action = 'rollback_deployment'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(rollbacks, 0, "a refused approval never enters the history");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
 async fn unanswered_proposal_is_rejected_after_the_timeout() {
     let (guard, _api, dir) = guard_with_approvals("approval: {timeout: 1s}\n").await;
     guard
