@@ -265,7 +265,7 @@ pub static REGISTRY: &[ActionSpec] = &[
         params: &[
             integer(
                 "timeout_seconds",
-                "time to wait for blocked evictions",
+                "time to wait for blocked evictions and for evicted pods to terminate",
                 30,
                 1800,
                 default_int(300),

@@ -477,6 +477,100 @@ async fn drain_blocked_until_timeout_fails_and_stays_cordoned() {
     assert!(!pod_exists(&fake, "shop", "web-1"));
 }
 
+/// Seeds node n1 with the ReplicaSet pod web-1, which carries a finalizer,
+/// so that its eviction leaves it terminating until the finalizer goes.
+fn seed_slow_termination(fake: &FakeKube) {
+    fake.insert(node("n1", false)).expect("seed");
+    let mut web = pod(
+        "shop",
+        "web-1",
+        "n1",
+        "web",
+        Some(("ReplicaSet", "web-7d9f")),
+    );
+    web["metadata"]["finalizers"] = json!(["example.com/flush-cache"]);
+    fake.insert(web).expect("seed");
+}
+
+#[tokio::test]
+async fn drain_waits_for_evicted_pods_to_terminate() {
+    let fake = FakeKube::start().await.expect("fake API");
+    seed_slow_termination(&fake);
+    let executor = Executor::new(Some(fake.client()), Mode::Live);
+
+    let n1 = node_target("n1");
+    let drain = run(&executor, "drain_node", &n1, drain_params(60, 10));
+    let finish_termination = async {
+        within(QUICK, "web-1 was never evicted", async {
+            while fake
+                .get_json("v1", "pods", "shop", "web-1")
+                .is_some_and(|pod| pod["metadata"]["deletionTimestamp"].is_null())
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        // Let the drain look at the terminating pod at least once.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(fake.client(), "shop");
+        let release = json!({"metadata": {"finalizers": null}});
+        pods.patch(
+            "web-1",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&release),
+        )
+        .await
+        .expect("the finalizer is removed");
+    };
+    let (report, ()) = within(
+        Duration::from_secs(60),
+        "the drain did not finish after web-1 terminated",
+        async { tokio::join!(drain, finish_termination) },
+    )
+    .await;
+
+    assert!(report.succeeded, "{report:?}");
+    let last = report.changes.last().expect("a change");
+    assert!(
+        last.starts_with("waited ") && last.ends_with("s for pod shop/web-1 to terminate"),
+        "{report:?}"
+    );
+    assert_eq!(report.details["terminating"], json!([]));
+    assert!(!pod_exists(&fake, "shop", "web-1"));
+}
+
+#[tokio::test]
+async fn drain_fails_while_an_evicted_pod_keeps_terminating() {
+    let fake = FakeKube::start().await.expect("fake API");
+    seed_slow_termination(&fake);
+    let executor = Executor::new(Some(fake.client()), Mode::Live);
+
+    let report = within(
+        Duration::from_secs(60),
+        "the drain did not give up at its 30s timeout",
+        run(
+            &executor,
+            "drain_node",
+            &node_target("n1"),
+            drain_params(30, 5),
+        ),
+    )
+    .await;
+
+    assert!(!report.succeeded, "{report:?}");
+    assert!(
+        report.error.starts_with(
+            "drain of node/n1 is incomplete, evicted pods still terminating after 30s: pod shop/web-1;"
+        ),
+        "{report:?}"
+    );
+    assert_eq!(report.details["terminating"], json!(["pod shop/web-1"]));
+    assert_eq!(stored_node(&fake, "n1")["spec"]["unschedulable"], true);
+    let web = fake.get_json("v1", "pods", "shop", "web-1").expect("web-1");
+    assert!(web["metadata"]["deletionTimestamp"].is_string(), "{web}");
+}
+
 #[tokio::test]
 async fn dry_run_drain_does_not_wait() {
     let fake = FakeKube::start().await.expect("fake API");

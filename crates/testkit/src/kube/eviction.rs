@@ -9,6 +9,7 @@
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+use super::object;
 use super::resources::{self, Subresource};
 use super::selector::LabelSelector;
 use super::server::{self, ApiRequest, Reply, Target};
@@ -46,10 +47,7 @@ pub(super) fn evict(
 
     check_budgets(store, target, &pod)?;
 
-    if !dry_run {
-        store.remove(target.kind, target.namespace, target.name);
-        store.next_resource_version();
-    }
+    object::delete(store, target.kind, pod, dry_run);
     store.record(target.mutation("evict", Some(Subresource::Eviction), dry_run, None, body));
     let success = json!({
         "kind": "Status",

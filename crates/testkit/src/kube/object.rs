@@ -188,7 +188,12 @@ pub(super) fn check_update(
     };
     let old_metadata = old.get("metadata").and_then(Value::as_object);
     let metadata = store::metadata_mut(&mut updated);
-    for field in ["uid", "creationTimestamp", "resourceVersion"] {
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "resourceVersion",
+        "deletionTimestamp",
+    ] {
         match old_metadata.and_then(|old_metadata| old_metadata.get(field)) {
             Some(value) => metadata.insert(field.to_owned(), value.clone()),
             None => metadata.remove(field),
@@ -209,9 +214,55 @@ pub(super) fn commit(
     if !dry_run {
         let version = store.next_resource_version();
         store::metadata_mut(&mut object).insert("resourceVersion".to_owned(), Value::from(version));
-        store.put(kind, object.clone());
+        if is_terminating(&object) && !has_finalizers(&object) {
+            // The update removed the last finalizer of an object being
+            // deleted, so the deletion completes.
+            store.remove(kind, store::namespace_of(&object), store::name_of(&object));
+        } else {
+            store.put(kind, object.clone());
+        }
     }
     object
+}
+
+/// Deletes `object`, unless `dry_run`, and returns it as the API server
+/// would in its response. An object without finalizers goes at once. One
+/// with finalizers gets `metadata.deletionTimestamp` and stays until an
+/// update empties its finalizers, as on a real API server, where the
+/// kubelet or a controller removes them once the object is cleaned up.
+///
+/// NOTE: there is no grace period: an object without finalizers is gone
+/// when the response is sent.
+pub(super) fn delete(
+    store: &mut Store,
+    kind: &ResourceKind,
+    mut object: Value,
+    dry_run: bool,
+) -> Value {
+    if !has_finalizers(&object) {
+        if !dry_run {
+            store.remove(kind, store::namespace_of(&object), store::name_of(&object));
+            store.next_resource_version();
+        }
+        return object;
+    }
+    store::metadata_mut(&mut object)
+        .entry("deletionTimestamp")
+        .or_insert_with(|| Value::from(store::now_timestamp()));
+    commit(store, kind, object, dry_run)
+}
+
+fn has_finalizers(object: &Value) -> bool {
+    object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|finalizers| !finalizers.is_empty())
+}
+
+fn is_terminating(object: &Value) -> bool {
+    object
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|stamp| !stamp.is_null())
 }
 
 /// Checks `apiVersion` and `kind` against the URL's kind and fills them in

@@ -659,19 +659,16 @@ pub(super) fn check_preconditions(
     Ok(())
 }
 
-/// Deletes one object at once and returns it as it was.
+/// Deletes one object, as [`object::delete`] describes, and returns it.
 ///
-/// NOTE: deletion is immediate: there is no grace period, no finalizers and
-/// no garbage collection of dependents or of a namespace's contents.
+/// NOTE: there is no garbage collection of dependents or of a namespace's
+/// contents.
 fn delete(store: &mut Store, request: &ApiRequest, target: &Target<'_>) -> Result<Reply, ApiError> {
     let options = request.optional_json_body()?;
     let dry_run = request.params.dry_run || options_dry_run(&options);
     let object = target.load(store)?;
     check_preconditions(target, &object, &options)?;
-    if !dry_run {
-        store.remove(target.kind, target.namespace, target.name);
-        store.next_resource_version();
-    }
+    let object = object::delete(store, target.kind, object, dry_run);
     store.record(target.mutation("delete", None, dry_run, None, options));
     Ok(Reply::Json(StatusCode::OK, object))
 }
@@ -687,21 +684,20 @@ fn delete_collection(
     let options = request.optional_json_body()?;
     let dry_run = request.params.dry_run || options_dry_run(&options);
     let namespace_filter = kind.is_namespaced().then_some(namespace);
-    let deleted: Vec<Value> = select(store, request, kind, namespace_filter)?
+    let selected: Vec<Value> = select(store, request, kind, namespace_filter)?
         .into_iter()
         .cloned()
         .collect();
-    for object in &deleted {
+    let mut deleted = Vec::with_capacity(selected.len());
+    for object in selected {
+        let object = object::delete(store, kind, object, dry_run);
         let target = Target {
             kind,
-            namespace: store::namespace_of(object),
-            name: store::name_of(object),
+            namespace: store::namespace_of(&object),
+            name: store::name_of(&object),
         };
-        if !dry_run {
-            store.remove(kind, target.namespace, target.name);
-            store.next_resource_version();
-        }
         store.record(target.mutation("delete", None, dry_run, None, options.clone()));
+        deleted.push(object);
     }
     let list = json!({
         "apiVersion": kind.api_version(),

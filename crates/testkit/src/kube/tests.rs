@@ -745,6 +745,40 @@ async fn delete_with_wrong_uid_precondition_conflicts() {
 }
 
 #[tokio::test]
+async fn delete_of_object_with_finalizers_waits_for_them() {
+    let fake = start().await;
+    let mut seeded = pod("web-1", "web", "node-a", true);
+    seeded.metadata.finalizers = Some(vec!["example.com/cleanup".to_owned()]);
+    fake.insert_resource(&seeded).expect("pod seeds");
+    let pods: Api<Pod> = Api::namespaced(fake.client(), NAMESPACE);
+
+    pods.delete("web-1", &DeleteParams::default())
+        .await
+        .expect("delete succeeds");
+    let terminating = fake
+        .get_json("v1", "Pod", NAMESPACE, "web-1")
+        .expect("a pod with finalizers stays until they are removed");
+    assert!(
+        terminating["metadata"]["deletionTimestamp"].is_string(),
+        "{terminating}"
+    );
+    let unrelated = json!({"metadata": {"labels": {"checked": "yes"}}});
+    pods.patch("web-1", &PatchParams::default(), &Patch::Merge(&unrelated))
+        .await
+        .expect("a terminating pod can be patched");
+    assert!(fake.get_json("v1", "Pod", NAMESPACE, "web-1").is_some());
+
+    let release = json!({"metadata": {"finalizers": null}});
+    pods.patch("web-1", &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .expect("removing the finalizers succeeds");
+    assert!(
+        fake.get_json("v1", "Pod", NAMESPACE, "web-1").is_none(),
+        "the deletion completes once the finalizers are gone"
+    );
+}
+
+#[tokio::test]
 async fn eviction_blocked_by_disruption_budget_returns_too_many_requests() {
     let fake = start().await;
     fake.insert_resource(&pod("web-1", "web", "node-a", true))

@@ -92,7 +92,7 @@ fn plan(request: &Request<'_>, settings: &Settings) -> Result<String, String> {
         "cordon_node" => format!("would patch {target}: set spec.unschedulable to true"),
         "uncordon_node" => format!("would patch {target}: remove spec.unschedulable"),
         "drain_node" => format!(
-            "would patch {target}: set spec.unschedulable to true, then evict every pod on it except DaemonSet, mirror and unmanaged pods through the Eviction API with a {}s grace period, retrying evictions a disruption budget blocks for up to {}s",
+            "would patch {target}: set spec.unschedulable to true, then evict every pod on it except DaemonSet, mirror and unmanaged pods through the Eviction API with a {}s grace period, retrying evictions a disruption budget blocks and waiting for the evicted pods to terminate, for up to {}s in all",
             integer("grace_period_seconds", 30),
             integer("timeout_seconds", 300)
         ),

@@ -20,6 +20,9 @@ const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
 /// usually by a PodDisruptionBudget. `kubectl drain` waits as long.
 const EVICTION_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Time between two looks at the node while evicted pods terminate.
+const TERMINATION_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Marks the node unschedulable (cordon) or schedulable again (uncordon)
 /// through `spec.unschedulable`.
 pub(super) async fn set_schedulable(ctx: &Ctx<'_>, schedulable: bool) -> Result<Report, Transient> {
@@ -78,6 +81,7 @@ pub(super) async fn set_schedulable(ctx: &Ctx<'_>, schedulable: bool) -> Result<
 }
 
 /// A pod on the node being drained.
+#[derive(Clone)]
 struct NodePod {
     namespace: String,
     name: String,
@@ -110,6 +114,8 @@ struct EvictionOutcome {
     /// One report line per evicted or vanished pod.
     evicted: Vec<String>,
     evicted_names: Vec<String>,
+    /// The pods whose eviction was accepted, to wait for.
+    accepted: Vec<NodePod>,
     /// Pods still blocked when the time ran out, with the last reason.
     blocked: Vec<(String, String)>,
     /// Pods whose eviction was rejected for good, with the reason.
@@ -120,20 +126,19 @@ struct EvictionOutcome {
 /// honours PodDisruptionBudgets, skipping DaemonSet pods, mirror pods and
 /// pods without a controller.
 ///
-/// A pod whose eviction a budget blocks is retried every few seconds until
-/// `timeout_seconds` runs out. When some pods are still blocked then, the
-/// drain fails and the node stays cordoned. In dry-run mode the evictions
-/// are sent with `dryRun=All` and blocked pods are reported without waiting.
-///
-/// NOTE: the drain returns once every eviction was accepted; it does not
-/// wait for the evicted pods to finish terminating, as `kubectl drain` does,
-/// because that needs `get` on pods, which the action's permissions lack.
+/// A pod whose eviction a budget blocks is retried every few seconds, and
+/// then the drain waits for the evicted pods to leave the node, as `kubectl
+/// drain` does, all within `timeout_seconds`. When some pods are still
+/// blocked or terminating then, the drain fails and the node stays
+/// cordoned. In dry-run mode the evictions are sent with `dryRun=All` and
+/// blocked pods are reported without waiting.
 pub(super) async fn drain(ctx: &Ctx<'_>) -> Result<Report, Transient> {
     let target = ctx.target();
     let parameters = ctx.request.parameters;
     let timeout_seconds = parameters.integer("timeout_seconds").unwrap_or(300);
     let grace_seconds = parameters.integer("grace_period_seconds").unwrap_or(30);
     let timeout = Duration::from_secs(u64::try_from(timeout_seconds).unwrap_or_default());
+    let deadline = Instant::now() + timeout;
 
     let cordon = set_schedulable(ctx, false).await?;
     if !cordon.succeeded {
@@ -165,13 +170,31 @@ pub(super) async fn drain(ctx: &Ctx<'_>) -> Result<Report, Transient> {
         }
     }
 
-    let outcome = evict_all(ctx, to_evict, grace_seconds, timeout).await;
+    let outcome = evict_all(ctx, to_evict, grace_seconds, deadline).await;
     changes.extend(outcome.evicted.iter().cloned());
+    let mut terminating = Vec::new();
+    if ctx.mode == Mode::Live && !outcome.accepted.is_empty() {
+        let started = Instant::now();
+        let (first, last) =
+            match wait_for_termination(&pods_api, &on_node, &outcome.accepted, deadline).await {
+                Ok(seen) => seen,
+                Err(error) => return classify("list the pods of", target, error).into_result(),
+            };
+        if !first.is_empty() && last.is_empty() {
+            changes.push(format!(
+                "waited {}s for {} to terminate",
+                started.elapsed().as_secs(),
+                first.join(", ")
+            ));
+        }
+        terminating = last;
+    }
     let details = json!({
         "evicted": outcome.evicted_names,
         "skipped": skipped,
         "blocked": outcome.blocked.iter().map(|(pod, _)| pod).collect::<Vec<_>>(),
         "failed": outcome.failed.iter().map(|(pod, _)| pod).collect::<Vec<_>>(),
+        "terminating": terminating,
     });
 
     if ctx.mode == Mode::DryRun {
@@ -191,7 +214,7 @@ pub(super) async fn drain(ctx: &Ctx<'_>) -> Result<Report, Transient> {
             ..Report::done(changes)
         });
     }
-    if outcome.blocked.is_empty() && outcome.failed.is_empty() {
+    if outcome.blocked.is_empty() && outcome.failed.is_empty() && terminating.is_empty() {
         return Ok(Report {
             details,
             ..Report::done(changes)
@@ -209,6 +232,12 @@ pub(super) async fn drain(ctx: &Ctx<'_>) -> Result<Report, Transient> {
         problems.push(format!(
             "evictions rejected: {}",
             describe_pods(&outcome.failed)
+        ));
+    }
+    if !terminating.is_empty() {
+        problems.push(format!(
+            "evicted pods still terminating after {timeout_seconds}s: {}",
+            terminating.join(", ")
         ));
     }
     let error = format!(
@@ -251,16 +280,15 @@ fn skip_reason(pod: &Pod) -> Option<String> {
     }
 }
 
-/// Evicts `pods`, retrying blocked evictions until `timeout` runs out.
-/// In dry-run mode each pod is tried once.
+/// Evicts `pods`, retrying blocked evictions until `deadline`. In dry-run
+/// mode each pod is tried once.
 async fn evict_all(
     ctx: &Ctx<'_>,
     pods: Vec<NodePod>,
     grace_seconds: i64,
-    timeout: Duration,
+    deadline: Instant,
 ) -> EvictionOutcome {
     let started = Instant::now();
-    let deadline = started + timeout;
     let mut outcome = EvictionOutcome::default();
     let mut pending: Vec<(NodePod, String)> =
         pods.into_iter().map(|pod| (pod, String::new())).collect();
@@ -284,6 +312,7 @@ async fn evict_all(
                         ctx.verb()
                     ));
                     outcome.evicted_names.push(pod.to_string());
+                    outcome.accepted.push(pod);
                 }
                 Eviction::Gone => {
                     outcome
@@ -311,6 +340,39 @@ async fn evict_all(
         .map(|(pod, reason)| (pod.to_string(), reason))
         .collect();
     outcome
+}
+
+/// Waits until none of the `evicted` pods is on the node any more, or until
+/// `deadline`. A pod counts as gone when no pod of its namespace, name and
+/// uid is listed on the node. Returns the pods still there at the first
+/// look and at the last one.
+async fn wait_for_termination(
+    pods_api: &Api<Pod>,
+    on_node: &ListParams,
+    evicted: &[NodePod],
+    deadline: Instant,
+) -> Result<(Vec<String>, Vec<String>), kube::Error> {
+    let mut first = None;
+    loop {
+        let listed = workloads::list_all(pods_api, on_node).await?;
+        let left: Vec<String> = evicted
+            .iter()
+            .filter(|pod| {
+                listed.iter().any(|listed| {
+                    listed.metadata.namespace.as_deref() == Some(pod.namespace.as_str())
+                        && listed.metadata.name.as_deref() == Some(pod.name.as_str())
+                        && (pod.uid.is_none() || listed.metadata.uid == pod.uid)
+                })
+            })
+            .map(ToString::to_string)
+            .collect();
+        let first = first.get_or_insert_with(|| left.clone());
+        let now = Instant::now();
+        if left.is_empty() || now >= deadline {
+            return Ok((first.clone(), left));
+        }
+        tokio::time::sleep(TERMINATION_POLL_INTERVAL.min(deadline - now)).await;
+    }
 }
 
 /// Sends one eviction for `pod`, with `dryRun=All` in dry-run mode.
