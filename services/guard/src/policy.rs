@@ -115,11 +115,13 @@ pub struct FreezeWindow {
     /// Weekdays of a weekly window, in UTC (`mon` .. `sun`).
     #[serde(default)]
     pub days: Vec<String>,
-    /// Start time of a weekly window, `HH:MM` UTC; midnight when absent.
+    /// Start time of a weekly window on each of its days, `HH:MM` UTC;
+    /// midnight when absent.
     #[serde(default)]
     pub from_time: Option<String>,
     /// End time of a weekly window, `HH:MM` UTC; the end of the day when
-    /// absent.
+    /// absent or `24:00`. A time at or before `from_time` ends the window
+    /// on the next day, so `22:00` to `06:00` spans the night.
     #[serde(default)]
     pub until_time: Option<String>,
 }
@@ -133,25 +135,45 @@ impl FreezeWindow {
         if self.days.is_empty() {
             return false;
         }
-        let day = now.weekday();
-        if !self.days.iter().any(|d| parse_weekday(d) == Some(day)) {
-            return false;
-        }
+        let starts_on = |day: Weekday| self.days.iter().any(|d| parse_weekday(d) == Some(day));
         let time = now.time();
+        let (start, end) = self.times();
+        match end {
+            // Ends on the day it starts.
+            None => starts_on(now.weekday()) && start <= time,
+            Some(end) if start < end => starts_on(now.weekday()) && start <= time && time < end,
+            // Runs past midnight: the evening of a listed day, or the
+            // morning after one.
+            Some(end) => {
+                (starts_on(now.weekday()) && start <= time)
+                    || (starts_on(now.weekday().pred()) && time < end)
+            }
+        }
+    }
+
+    /// Start and end time of a weekly window; no end means the end of the
+    /// day.
+    fn times(&self) -> (NaiveTime, Option<NaiveTime>) {
         let start = self
             .from_time
             .as_deref()
             .and_then(parse_time)
+            .flatten()
             .unwrap_or(NaiveTime::MIN);
-        match self.until_time.as_deref().and_then(parse_time) {
-            Some(end) => start <= time && time < end,
-            None => start <= time,
-        }
+        let end = self.until_time.as_deref().and_then(parse_time).flatten();
+        (start, end)
     }
 
     fn validate(&self) -> Result<(), String> {
+        let weekly_times = self.from_time.is_some() || self.until_time.is_some();
         match (self.from, self.until, self.days.is_empty()) {
-            (Some(from), Some(until), true) if from < until => {}
+            (Some(from), Some(until), true) if from < until && !weekly_times => {}
+            (Some(_), Some(_), true) if weekly_times => {
+                return Err(format!(
+                    "freeze window {}: from_time and until_time belong to a weekly window (with days); a window with from and until covers every moment between them",
+                    self.name
+                ));
+            }
             (Some(_), Some(_), true) => {
                 return Err(format!(
                     "freeze window {}: from must be before until",
@@ -174,13 +196,29 @@ impl FreezeWindow {
                 ));
             }
         }
-        for time in [&self.from_time, &self.until_time].into_iter().flatten() {
-            if parse_time(time).is_none() {
+        if let Some(time) = &self.from_time {
+            if !matches!(parse_time(time), Some(Some(_))) {
                 return Err(format!(
-                    "freeze window {}: {time:?} is not a time of day (HH:MM)",
+                    "freeze window {}: from_time {time:?} is not a time of day (HH:MM, 00:00 to 23:59)",
                     self.name
                 ));
             }
+        }
+        if let Some(time) = &self.until_time {
+            if parse_time(time).is_none() {
+                return Err(format!(
+                    "freeze window {}: until_time {time:?} is not a time of day (HH:MM, 00:00 to 24:00)",
+                    self.name
+                ));
+            }
+        }
+        let (start, end) = self.times();
+        if end == Some(start) {
+            return Err(format!(
+                "freeze window {}: from_time and until_time are both {}, so the window is empty; leave out until_time to freeze the rest of the day",
+                self.name,
+                start.format("%H:%M")
+            ));
         }
         Ok(())
     }
@@ -190,8 +228,12 @@ fn parse_weekday(day: &str) -> Option<Weekday> {
     day.parse().ok()
 }
 
-fn parse_time(time: &str) -> Option<NaiveTime> {
-    NaiveTime::parse_from_str(time, "%H:%M").ok()
+/// Parses `HH:MM`; `24:00` is the end of the day, `Some(None)`.
+fn parse_time(time: &str) -> Option<Option<NaiveTime>> {
+    if time == "24:00" {
+        return Some(None);
+    }
+    NaiveTime::parse_from_str(time, "%H:%M").ok().map(Some)
 }
 
 /// The policy file; every field is optional.
@@ -263,6 +305,45 @@ struct DetectorsFile {
     failure_block: Option<Duration>,
 }
 
+impl DetectorsFile {
+    /// Rejects counts below 1 and empty windows, which would switch a
+    /// detector off without a word.
+    fn validate(&self) -> Result<(), String> {
+        let counts = [
+            ("scale_min_changes", self.scale_min_changes),
+            (
+                "thrashing_min_alternations",
+                self.thrashing_min_alternations,
+            ),
+            ("ineffective_min_repeats", self.ineffective_min_repeats),
+            ("cascade_min_new_alerts", self.cascade_min_new_alerts),
+            ("failure_threshold", self.failure_threshold),
+        ];
+        for (field, value) in counts {
+            if let Some(value) = value.filter(|value| *value < 1) {
+                return Err(format!(
+                    "detectors.{field} is {value}; it must be 1 or more"
+                ));
+            }
+        }
+        let windows = [
+            ("scale_window", self.scale_window),
+            ("thrashing_window", self.thrashing_window),
+            ("ineffective_window", self.ineffective_window),
+            ("cascade_window", self.cascade_window),
+            ("failure_block", self.failure_block),
+        ];
+        for (field, value) in windows {
+            if value.is_some_and(|value| value.is_zero()) {
+                return Err(format!(
+                    "detectors.{field} is 0s, which would switch the detector off; give it a length such as 30m"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Durations in the policy file are written as people do: `45m`, `2h`.
 mod humantime_serde_option {
     use std::time::Duration;
@@ -273,8 +354,14 @@ mod humantime_serde_option {
         deserializer: D,
     ) -> Result<Option<Duration>, D::Error> {
         let text: Option<String> = Option::deserialize(deserializer)?;
-        text.map(|text| humantime::parse_duration(&text).map_err(serde::de::Error::custom))
-            .transpose()
+        text.map(|text| {
+            humantime::parse_duration(&text).map_err(|error| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not a duration ({error}); write it as 30s, 45m or 2h"
+                ))
+            })
+        })
+        .transpose()
     }
 }
 
@@ -331,6 +418,17 @@ impl Policy {
         }
         policy.action_rules = file.actions;
         if let Some(limits) = file.rate_limits {
+            for (field, value) in [
+                ("per_cluster_per_hour", limits.per_cluster_per_hour),
+                ("per_namespace_per_hour", limits.per_namespace_per_hour),
+            ] {
+                if value.is_some_and(|value| value < 0) {
+                    return Err(format!(
+                        "rate_limits.{field} is {}; it must be 0 or more",
+                        value.unwrap_or_default()
+                    ));
+                }
+            }
             policy.max_actions_per_cluster_per_hour = limits.per_cluster_per_hour;
             policy.max_actions_per_namespace_per_hour = limits.per_namespace_per_hour;
         }
@@ -347,10 +445,17 @@ impl Policy {
                 };
             }
             if let Some(timeout) = approval.timeout {
+                if timeout.is_zero() {
+                    return Err(
+                        "approval.timeout is 0s, which would reject every held proposal at once"
+                            .to_owned(),
+                    );
+                }
                 policy.approval_timeout = timeout;
             }
         }
         if let Some(d) = file.detectors {
+            d.validate()?;
             let s = &mut policy.detectors;
             s.scale_window = d.scale_window.unwrap_or(s.scale_window);
             s.scale_min_changes = d.scale_min_changes.unwrap_or(s.scale_min_changes);
@@ -578,6 +683,73 @@ detectors:
             Some("weekend")
         );
         assert!(policy.freeze(at("2026-12-03T12:00:00Z")).is_none());
+    }
+
+    #[test]
+    fn weekly_window_runs_past_midnight() {
+        let policy = Policy::parse(
+            "freeze_windows: [{name: nightly, days: [fri], from_time: \"22:00\", until_time: \"06:00\"}]",
+        )
+        .expect("valid file");
+        let frozen = |time: &str| policy.freeze(at(time)).is_some();
+        // 2026-12-04 is a Friday.
+        assert!(!frozen("2026-12-04T21:59:00Z"));
+        assert!(frozen("2026-12-04T22:00:00Z"));
+        assert!(
+            frozen("2026-12-05T00:23:00Z"),
+            "Saturday morning after Friday"
+        );
+        assert!(frozen("2026-12-05T05:59:00Z"));
+        assert!(!frozen("2026-12-05T06:00:00Z"));
+        assert!(!frozen("2026-12-05T22:30:00Z"), "Saturday is not listed");
+        assert!(!frozen("2026-12-04T03:00:00Z"), "Thursday is not listed");
+    }
+
+    #[test]
+    fn weekly_window_may_end_at_midnight() {
+        let policy = Policy::parse(
+            "freeze_windows: [{name: evening, days: [fri], from_time: \"18:00\", until_time: \"24:00\"}]",
+        )
+        .expect("valid file");
+        assert!(policy.freeze(at("2026-12-04T23:59:30Z")).is_some());
+        assert!(policy.freeze(at("2026-12-05T00:00:00Z")).is_none());
+    }
+
+    #[test]
+    fn ambiguous_or_empty_windows_are_rejected() {
+        let error = Policy::parse(
+            "freeze_windows: [{name: x, days: [mon], from_time: \"10:00\", until_time: \"10:00\"}]",
+        )
+        .expect_err("empty window");
+        assert!(error.contains("the window is empty"), "{error}");
+        let error = Policy::parse(
+            "freeze_windows: [{name: x, from: \"2020-01-01T00:00:00Z\", until: \"2099-01-01T00:00:00Z\", from_time: \"09:00\"}]",
+        )
+        .expect_err("mixed forms");
+        assert!(error.contains("belong to a weekly window"), "{error}");
+        let error = Policy::parse("freeze_windows: [{name: x, days: [mon], from_time: \"24:00\"}]")
+            .expect_err("start at the end of the day");
+        assert!(error.contains("from_time \"24:00\""), "{error}");
+    }
+
+    #[test]
+    fn counts_and_windows_that_switch_rules_off_are_rejected() {
+        let error = Policy::parse("rate_limits: {per_cluster_per_hour: -5}").expect_err("negative");
+        assert_eq!(
+            error,
+            "rate_limits.per_cluster_per_hour is -5; it must be 0 or more"
+        );
+        let error = Policy::parse("detectors: {failure_threshold: 0}").expect_err("zero count");
+        assert_eq!(
+            error,
+            "detectors.failure_threshold is 0; it must be 1 or more"
+        );
+        let error = Policy::parse("detectors: {scale_window: 0s}").expect_err("empty window");
+        assert!(error.starts_with("detectors.scale_window is 0s"), "{error}");
+        let error = Policy::parse("approval: {timeout: 0s}").expect_err("zero timeout");
+        assert!(error.starts_with("approval.timeout is 0s"), "{error}");
+        let error = Policy::parse("cooldown: -5m").expect_err("negative duration");
+        assert!(error.contains("\"-5m\" is not a duration"), "{error}");
     }
 
     #[test]
