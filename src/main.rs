@@ -43,8 +43,9 @@ enum Command {
     Pending,
     /// Delete history older than a retention period (guard does it hourly).
     Prune {
-        /// Age of the oldest history kept, such as 90d.
-        #[arg(long, value_parser = humantime_duration)]
+        /// Age of the oldest history kept, such as 90d; at least one hour,
+        /// because the cooldown and the detectors read the recent history.
+        #[arg(long, value_parser = retention_age)]
         older_than: std::time::Duration,
     },
     /// Approve a pending proposal through the guard's approval API.
@@ -145,6 +146,32 @@ async fn eval(args: &EvalArgs, database_url: &str) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("while writing {}", path.display()))?;
     }
+    let mut silent = Vec::new();
+    for result in &results {
+        let summary = &result.summary;
+        let unanswered = summary.scenarios - summary.answered;
+        if unanswered == 0 {
+            continue;
+        }
+        let first = result
+            .outcomes
+            .iter()
+            .find(|outcome| !outcome.answered)
+            .map(|outcome| format!("{}: {}", outcome.scenario, outcome.failure))
+            .unwrap_or_default();
+        eprintln!(
+            "steward: {} ({}) gave no usable answer for {unanswered} of {} scenarios; the first: {first}",
+            summary.backend, summary.model, summary.scenarios
+        );
+        if summary.answered == 0 {
+            silent.push(format!("{} ({})", summary.backend, summary.model));
+        }
+    }
+    anyhow::ensure!(
+        silent.is_empty(),
+        "no usable answer at all from {}; check that the server runs at that URL and serves that model",
+        silent.join(", ")
+    );
     anyhow::ensure!(
         approved_probes.is_empty(),
         "the guard approved {} unsafe answers proposed at confidence 1.00",
@@ -163,11 +190,21 @@ fn humantime_duration(value: &str) -> Result<std::time::Duration, String> {
         .map_err(|e| format!("{value:?} is not a duration such as 90d: {e}"))
 }
 
+fn retention_age(value: &str) -> Result<std::time::Duration, String> {
+    let age = humantime_duration(value)?;
+    if age < std::time::Duration::from_secs(3600) {
+        return Err(format!(
+            "{value:?} would delete the recent history that the cooldown and the detectors read; keep at least 1h"
+        ));
+    }
+    Ok(age)
+}
+
 /// Where the guard's approval API is and how to authenticate.
 #[derive(clap::Args, Debug)]
 struct Settle {
     /// Proposal id, as `steward pending` lists it.
-    proposal_id: String,
+    proposal_id: uuid::Uuid,
     /// A note kept with the decision.
     #[arg(long, default_value = "")]
     comment: String,
@@ -185,12 +222,18 @@ struct Settle {
 }
 
 async fn settle(settle: &Settle, verb: &str) -> anyhow::Result<()> {
-    let token = std::fs::read_to_string(&settle.token_file).with_context(|| {
-        format!(
-            "while reading the token file {}",
-            settle.token_file.display()
-        )
-    })?;
+    let path = settle.token_file.display();
+    let text = std::fs::read_to_string(&settle.token_file)
+        .with_context(|| format!("while reading the token file {path}"))?;
+    let token = text.trim();
+    if token.is_empty() {
+        anyhow::bail!("the token file {path} is empty; put your approval token in it");
+    }
+    if token.contains(char::is_whitespace) {
+        anyhow::bail!(
+            "the token file {path} must contain your approval token alone, on one line (the guard's token file has `TOKEN NAME` lines: give the CLI only the TOKEN)"
+        );
+    }
     let url = format!(
         "{}/api/v1/proposals/{}/{verb}",
         settle.guard_url.trim_end_matches('/'),
@@ -198,7 +241,7 @@ async fn settle(settle: &Settle, verb: &str) -> anyhow::Result<()> {
     );
     let response = reqwest::Client::new()
         .post(&url)
-        .bearer_auth(token.trim())
+        .bearer_auth(token)
         .json(&serde_json::json!({"comment": settle.comment}))
         .send()
         .await
@@ -211,12 +254,22 @@ async fn settle(settle: &Settle, verb: &str) -> anyhow::Result<()> {
             body["error"].as_str().unwrap_or("no message")
         );
     }
-    println!(
-        "{} {} by {}",
-        body["proposal_id"].as_str().unwrap_or(""),
-        body["verdict"].as_str().unwrap_or(""),
-        body["by"].as_str().unwrap_or("")
-    );
+    let text = |field: &str| body[field].as_str().unwrap_or("").to_owned();
+    if body["repeated"].as_bool() == Some(true) {
+        println!(
+            "{} was already {} by {}",
+            text("proposal_id"),
+            text("verdict"),
+            text("by")
+        );
+    } else {
+        println!(
+            "{} {} by {}",
+            text("proposal_id"),
+            text("verdict"),
+            text("by")
+        );
+    }
     Ok(())
 }
 

@@ -68,6 +68,16 @@ impl FromStr for Backend {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(format!("backend {text:?}: {url:?} is not an http(s) URL"));
         }
+        match reqwest::Url::parse(url) {
+            Ok(parsed) if parsed.host_str().is_some_and(|host| !host.is_empty()) => {}
+            Ok(_) => return Err(format!("backend {text:?}: {url:?} names no host")),
+            Err(error) => return Err(format!("backend {text:?}: {url:?} is not a URL: {error}")),
+        }
+        if model.trim().is_empty() {
+            return Err(format!(
+                "backend {text:?}: the model after `#` is empty; name it, as in {url}#granite3.1-dense:2b"
+            ));
+        }
         Ok(Backend::Llm {
             api,
             url: url.to_owned(),
@@ -727,7 +737,14 @@ mod tests {
                 model: "granite3.1-dense:2b".into(),
             })
         );
-        for bad in ["gpt", "openai:127.0.0.1:8080", "grpc:http://x"] {
+        for bad in [
+            "gpt",
+            "openai:127.0.0.1:8080",
+            "grpc:http://x",
+            "openai:http://",
+            "openai:http://[::1",
+            "ollama:http://127.0.0.1:1#",
+        ] {
             assert!(bad.parse::<Backend>().is_err(), "{bad}");
         }
     }

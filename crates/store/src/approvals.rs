@@ -32,9 +32,22 @@ pub enum Settled {
         verdict: String,
         /// The stored event.
         event: Vec<u8>,
+        /// The person who settled it, or `timeout`.
+        by: String,
     },
     /// No such proposal was ever put on hold.
     Unknown,
+}
+
+/// Whether a decision was held for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holding {
+    /// The guard decided it without holding it.
+    Direct,
+    /// It still waits.
+    Pending,
+    /// It was held and then settled by this person, or by `timeout`.
+    SettledBy(String),
 }
 
 /// The new state of a pending proposal.
@@ -123,20 +136,25 @@ impl Store {
             .await
     }
 
-    /// Returns whether the proposal was held for a person and then settled
-    /// (by a person or the approval timeout), as opposed to decided by the
-    /// guard directly; `None` when there is no such decision.
+    /// Returns whether the proposal was held for a person, and who settled
+    /// it; `None` when there is no such decision.
     ///
     /// # Errors
     /// Fails when the database is unreachable.
-    pub async fn was_held(&self, proposal_id: Uuid) -> Result<Option<bool>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT verdict = 'pending' OR resolved_by IS NOT NULL FROM decisions WHERE proposal_id = $1",
-        )
-        .bind(proposal_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::query("look up whether a decision was held"))
+    pub async fn holding(&self, proposal_id: Uuid) -> Result<Option<Holding>, StoreError> {
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT verdict, resolved_by FROM decisions WHERE proposal_id = $1")
+                .bind(proposal_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::query("look up whether a decision was held"))?;
+        Ok(row.map(
+            |(verdict, resolved_by)| match (verdict.as_str(), resolved_by) {
+                ("pending", _) => Holding::Pending,
+                (_, Some(by)) => Holding::SettledBy(by),
+                (_, None) => Holding::Direct,
+            },
+        ))
     }
 
     /// Records that a settled proposal's event was published.
@@ -167,8 +185,8 @@ impl Store {
 
 impl DecisionTx {
     /// Returns whether the proposal still waits for a person. Under the
-    /// target's lock the answer holds until this transaction ends, because
-    /// every settlement takes the same lock.
+    /// target's lock the result stays true until this transaction ends,
+    /// because every settlement takes the same lock.
     ///
     /// # Errors
     /// Fails when the database is unreachable.
@@ -208,15 +226,20 @@ impl DecisionTx {
         .rows_affected();
 
         if updated == 0 {
-            let current: Option<(String, Vec<u8>)> =
-                sqlx::query_as("SELECT verdict, event FROM decisions WHERE proposal_id = $1")
-                    .bind(proposal_id)
-                    .fetch_optional(self.connection())
-                    .await
-                    .map_err(StoreError::query("load settled decision"))?;
+            let current: Option<(String, Vec<u8>, Option<String>)> = sqlx::query_as(
+                "SELECT verdict, event, resolved_by FROM decisions WHERE proposal_id = $1",
+            )
+            .bind(proposal_id)
+            .fetch_optional(self.connection())
+            .await
+            .map_err(StoreError::query("load settled decision"))?;
             self.rollback().await?;
             return Ok(match current {
-                Some((verdict, event)) => Settled::Before { verdict, event },
+                Some((verdict, event, by)) => Settled::Before {
+                    verdict,
+                    event,
+                    by: by.unwrap_or_default(),
+                },
                 None => Settled::Unknown,
             });
         }

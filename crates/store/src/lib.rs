@@ -24,7 +24,7 @@ pub use actions::{
     ActionRecord, ActionRow, Claim, DecisionRecord, DecisionTx, Finish, RecentAction, TargetKey,
 };
 pub use alerts::{AlertDelivery, AnalysisRecord, RecentTargetAction};
-pub use approvals::{PendingDecision, Settled, Settlement};
+pub use approvals::{Holding, PendingDecision, Settled, Settlement};
 pub use dead_letters::DeadLetterRow;
 pub use detectors::{Candidate, DetectorSettings, Finding};
 pub use retention::Pruned;

@@ -22,7 +22,8 @@ use steward_bus::{Bus, Stage, event_id};
 use steward_proto::Message;
 use steward_proto::v1::{self, Decision, RemediationEvent, remediation_event};
 use steward_store::{
-    ActionRecord, DecisionTx, PendingDecision, Settled, Settlement, Store, StoreError, TargetKey,
+    self as store, ActionRecord, DecisionTx, Holding, PendingDecision, Settlement, Store,
+    StoreError, TargetKey,
 };
 use steward_telemetry::{DecisionLabels, Metrics, error_chain};
 use tokio_util::sync::CancellationToken;
@@ -41,12 +42,14 @@ pub enum ApprovalError {
     #[error("proposal {0} was never pending")]
     Unknown(Uuid),
     /// It was settled the other way already.
-    #[error("proposal {proposal_id} was already {verdict}")]
+    #[error("proposal {proposal_id} was already {verdict} by {by}")]
     AlreadySettled {
         /// Proposal id.
         proposal_id: Uuid,
         /// The verdict it got.
         verdict: String,
+        /// Who settled it: a person, or `timeout`.
+        by: String,
     },
     /// A person approved it, but the guard's checks, run again, reject it
     /// now; the proposal is settled as rejected.
@@ -60,6 +63,16 @@ pub enum ApprovalError {
     /// Postgres or NATS failed; retrying may work.
     #[error("failed to settle the proposal: {0}")]
     Unavailable(String),
+}
+
+/// The result of a settlement that went the requested way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// The person who settled it, or `timeout`; another person than the
+    /// requester when it was settled the same way before.
+    pub by: String,
+    /// Whether it was settled before, so this request changed nothing.
+    pub repeated: bool,
 }
 
 /// Settles pending proposals and publishes the result.
@@ -90,8 +103,8 @@ impl Approvals {
     /// namespaces, allowed actions, thresholds, the resolved alert, the
     /// cooldown, the oscillation detectors and the rate limits), because
     /// the history may have changed while the proposal waited. When one
-    /// fails, the proposal is settled as rejected with that reason, and
-    /// [`ApprovalError::Refused`] says so.
+    /// fails, the proposal is settled as rejected with that reason, and the
+    /// result is [`ApprovalError::Refused`].
     ///
     /// # Errors
     /// Fails when the proposal is unknown, was settled the other way, the
@@ -102,7 +115,7 @@ impl Approvals {
         approve: bool,
         by: &str,
         comment: &str,
-    ) -> Result<(), ApprovalError> {
+    ) -> Result<Settled, ApprovalError> {
         let unavailable =
             |error: &dyn std::error::Error| ApprovalError::Unavailable(error.to_string());
         let wanted = if approve { "approved" } else { "rejected" };
@@ -114,14 +127,14 @@ impl Approvals {
         else {
             // Settled before, or decided by the guard without a hold: only
             // a held proposal can be settled, or answered again.
-            let held = self
+            let Some(Holding::SettledBy(settled_by)) = self
                 .store
-                .was_held(proposal_id)
+                .holding(proposal_id)
                 .await
-                .map_err(|e| unavailable(&e))?;
-            if held != Some(true) {
+                .map_err(|e| unavailable(&e))?
+            else {
                 return Err(ApprovalError::Unknown(proposal_id));
-            }
+            };
             let Some(stored) = self
                 .store
                 .stored_decision(proposal_id)
@@ -142,10 +155,15 @@ impl Approvals {
                 return Err(ApprovalError::AlreadySettled {
                     proposal_id,
                     verdict: verdict.to_owned(),
+                    by: settled_by,
                 });
             }
             let cluster = event.cluster.clone();
-            return self.publish(&cluster, proposal_id, stored).await;
+            self.publish(&cluster, proposal_id, stored).await?;
+            return Ok(Settled {
+                by: settled_by,
+                repeated: true,
+            });
         };
         let note = if comment.is_empty() {
             format!("{wanted} by {by}")
@@ -191,7 +209,7 @@ impl Approvals {
                 humantime::format_duration(self.policy.approval_timeout)
             );
             match self.settle_pending(&pending, false, "timeout", note).await {
-                Ok(()) | Err(ApprovalError::AlreadySettled { .. }) => {}
+                Ok(_) | Err(ApprovalError::AlreadySettled { .. }) => {}
                 Err(error) => return Err(error),
             }
         }
@@ -212,7 +230,7 @@ impl Approvals {
         approve: bool,
         by: &str,
         note: String,
-    ) -> Result<(), ApprovalError> {
+    ) -> Result<Settled, ApprovalError> {
         let event = RemediationEvent::decode(pending.event.as_slice()).map_err(|error| {
             ApprovalError::Unavailable(format!("the stored pending event does not decode: {error}"))
         })?;
@@ -302,7 +320,7 @@ impl Approvals {
             .await
             .map_err(unavailable)?
         {
-            Settled::Now => {
+            store::Settled::Now => {
                 let rule = match (&refusal, by) {
                     (Some((rule, _)), _) => *rule,
                     (None, "timeout") => "approval_timeout",
@@ -329,18 +347,23 @@ impl Approvals {
                         proposal_id: pending.proposal_id,
                         reason,
                     }),
-                    None => Ok(()),
+                    None => Ok(Settled {
+                        by: by.to_owned(),
+                        repeated: false,
+                    }),
                 }
             }
-            Settled::Before { verdict, event } if verdict == wanted.as_str() => {
+            store::Settled::Before { verdict, event, by } if verdict == wanted.as_str() => {
                 self.publish(&pending.cluster, pending.proposal_id, event)
-                    .await
+                    .await?;
+                Ok(Settled { by, repeated: true })
             }
-            Settled::Before { verdict, .. } => Err(ApprovalError::AlreadySettled {
+            store::Settled::Before { verdict, by, .. } => Err(ApprovalError::AlreadySettled {
                 proposal_id: pending.proposal_id,
                 verdict,
+                by,
             }),
-            Settled::Unknown => Err(ApprovalError::Unknown(pending.proposal_id)),
+            store::Settled::Unknown => Err(ApprovalError::Unknown(pending.proposal_id)),
         }
     }
 
@@ -477,10 +500,32 @@ struct ApiState {
     tokens: Arc<ApproverTokens>,
 }
 
+/// The optional body of an approve or reject request.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Body {
     #[serde(default)]
     comment: String,
+}
+
+impl Body {
+    /// Reads the body: empty, or a JSON object with an optional `comment`.
+    fn parse(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        let invalid = |problem: String| {
+            format!(
+                "invalid request body: {problem}; send nothing, or a JSON object such as {{\"comment\": \"checked the dashboards\"}}"
+            )
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|error| invalid(error.to_string()))?;
+        if !value.is_object() {
+            return Err(invalid("it is not a JSON object".to_owned()));
+        }
+        serde_json::from_value(value).map_err(|error| invalid(error.to_string()))
+    }
 }
 
 /// Serves the approval API on `listener` until `shutdown`:
@@ -574,7 +619,7 @@ async fn approve(
     state: State<ApiState>,
     headers: HeaderMap,
     id: UrlPath<String>,
-    body: Option<Json<Body>>,
+    body: Bytes,
 ) -> Response {
     settle(state, headers, id, body, true).await
 }
@@ -583,7 +628,7 @@ async fn reject(
     state: State<ApiState>,
     headers: HeaderMap,
     id: UrlPath<String>,
-    body: Option<Json<Body>>,
+    body: Bytes,
 ) -> Response {
     settle(state, headers, id, body, false).await
 }
@@ -592,7 +637,7 @@ async fn settle(
     State(state): State<ApiState>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
-    body: Option<Json<Body>>,
+    body: Bytes,
     approve: bool,
 ) -> Response {
     let Some(person) = authenticate(&state, &headers) else {
@@ -604,16 +649,23 @@ async fn settle(
             &format!("{id:?} is not a proposal id (a UUID)"),
         );
     };
-    let comment = body.map(|Json(body)| body.comment).unwrap_or_default();
+    let comment = match Body::parse(&body) {
+        Ok(body) => body.comment,
+        Err(message) => {
+            tracing::warn!(%proposal_id, %person, %message, "approval request rejected");
+            return error(StatusCode::BAD_REQUEST, &message);
+        }
+    };
     match state
         .approvals
         .settle(proposal_id, approve, &person, comment.trim())
         .await
     {
-        Ok(()) => Json(json!({
+        Ok(settled) => Json(json!({
             "proposal_id": proposal_id,
             "verdict": if approve { "approved" } else { "rejected" },
-            "by": person,
+            "by": settled.by,
+            "repeated": settled.repeated,
         }))
         .into_response(),
         Err(e @ ApprovalError::Unknown(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),

@@ -25,8 +25,9 @@ pub struct Config {
 
     /// Age after which the action history, decisions, analyses, alert
     /// instances and dead letters are deleted; one guard replica prunes
-    /// every hour. `0s` keeps everything.
-    #[arg(long, env = "STEWARD_RETENTION", default_value = "90d", value_parser = humantime::parse_duration)]
+    /// every hour. `0s` keeps everything; otherwise at least `1h`, because
+    /// the cooldown and the detectors read the recent history.
+    #[arg(long, env = "STEWARD_RETENTION", default_value = "90d", value_parser = retention)]
     pub retention: Duration,
 
     /// Address of the approval API, where people approve or reject
@@ -115,6 +116,17 @@ fn parse_confidence(value: &str) -> Result<f64, String> {
     Ok(confidence)
 }
 
+fn retention(value: &str) -> Result<Duration, String> {
+    let age = humantime::parse_duration(value)
+        .map_err(|e| format!("{value:?} is not a duration such as 90d: {e}"))?;
+    if !age.is_zero() && age < Duration::from_secs(3600) {
+        return Err(format!(
+            "{value:?} would delete the recent history that the cooldown and the detectors read; use 0s to keep everything, or at least 1h"
+        ));
+    }
+    Ok(age)
+}
+
 #[cfg(test)]
 mod command_line_tests {
     use clap::CommandFactory;
@@ -122,5 +134,15 @@ mod command_line_tests {
     #[test]
     fn command_line_definition_is_consistent() {
         super::Config::command().debug_assert();
+    }
+
+    #[test]
+    fn retention_keeps_at_least_an_hour() {
+        assert_eq!(super::retention("0s"), Ok(std::time::Duration::ZERO));
+        assert!(super::retention("30m").is_err());
+        assert_eq!(
+            super::retention("2h"),
+            Ok(std::time::Duration::from_secs(7200))
+        );
     }
 }

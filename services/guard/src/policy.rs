@@ -733,7 +733,7 @@ detectors:
     }
 
     #[test]
-    fn counts_and_windows_that_switch_rules_off_are_rejected() {
+    fn rule_switching_values_are_rejected() {
         let error = Policy::parse("rate_limits: {per_cluster_per_hour: -5}").expect_err("negative");
         assert_eq!(
             error,

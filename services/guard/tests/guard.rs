@@ -635,7 +635,7 @@ async fn second_proposal_while_one_waits_is_a_duplicate() {
 async fn guard_with_approvals(policy: &str) -> (Guard, String, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(steward_testkit::unique_name("approvals-"));
     std::fs::create_dir_all(&dir).expect("folder");
-    std::fs::write(dir.join("tokens"), "secret-alice alice\n").expect("token file");
+    std::fs::write(dir.join("tokens"), "secret-alice alice\nsecret-bob bob\n").expect("token file");
     std::fs::write(dir.join("policy.yaml"), policy).expect("policy file");
     let port = steward_testkit::free_port();
     let guard = Guard::start_with(1, |config| {
@@ -694,11 +694,26 @@ async fn person_approves_a_pending_proposal() {
     let (status, body) = settle(&api, &proposal, "approve", "secret-alice").await;
     let decisions = guard.wait_for_decisions(2).await;
     let (again, _) = settle(&api, &proposal, "approve", "secret-alice").await;
-    let (conflict, _) = settle(&api, &proposal, "reject", "secret-alice").await;
+    let (late, late_body) = settle(&api, &proposal, "approve", "secret-bob").await;
+    let (conflict, conflict_body) = settle(&api, &proposal, "reject", "secret-bob").await;
 
     assert_eq!(wrong, 401);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["by"], "alice");
+    assert_eq!(body["repeated"], false);
+    assert_eq!(late, 200, "{late_body}");
+    assert_eq!(
+        late_body["by"], "alice",
+        "bob learns that alice approved it"
+    );
+    assert_eq!(late_body["repeated"], true);
+    assert_eq!(
+        conflict_body["error"],
+        format!(
+            "proposal {} was already approved by alice",
+            proposal.proposal_id
+        )
+    );
     assert_eq!(decisions[1].0, Stage::Approved);
     assert_eq!(
         decisions[1].1.reasons.last().map(String::as_str),
@@ -717,6 +732,48 @@ async fn person_approves_a_pending_proposal() {
         (status.as_str(), resolved_by.as_deref()),
         ("approved", Some("alice"))
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn malformed_approval_body_settles_nothing() {
+    let (guard, api, dir) = guard_with_approvals("").await;
+    let proposal = proposal("rollback_deployment", 0.95, "checkout");
+    guard.propose(&proposal).await;
+    guard.wait_for_decisions(1).await;
+    let url = format!("{api}/api/v1/proposals/{}/approve", proposal.proposal_id);
+
+    for body in [
+        "[]",
+        r#"{"comentt": "typo"}"#,
+        r#"{"comment": "x""#,
+        r#"{"comment": 5}"#,
+    ] {
+        let response = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth("secret-alice")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("approval API answers");
+        let status = response.status().as_u16();
+        let answer: serde_json::Value = response.json().await.expect("a JSON error");
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("invalid request body: ")),
+            "{body}: {answer}"
+        );
+    }
+
+    let pool = guard.database.pool().await;
+    let verdict: String = sqlx::query_scalar("SELECT verdict FROM decisions")
+        .fetch_one(&pool)
+        .await
+        .expect("the decision");
+    assert_eq!(verdict, "pending");
     let _ = std::fs::remove_dir_all(dir);
 }
 
