@@ -203,15 +203,44 @@ impl Scenario {
                 ));
             }
         }
-        if let Some(target) = &self.expect.target {
-            parse_target(target).map_err(|e| format!("expect.target: {e}"))?;
+        if let Some(text) = &self.expect.target {
+            let target = parse_target(text).map_err(|e| format!("expect.target: {e}"))?;
+            steward_actions::validate_target(&target)
+                .map_err(|e| format!("expect.target {text:?}: {e}"))?;
+            for action in &self.expect.acceptable {
+                let applies = steward_actions::find(action)
+                    .is_some_and(|spec| spec.targets.contains(&target.kind()));
+                if action != steward_actions::NOTIFY_ONLY && !applies {
+                    return Err(format!(
+                        "expect.acceptable: {action} does not apply to {text}, the expected target"
+                    ));
+                }
+            }
         }
         for (index, past) in self.history.iter().enumerate() {
-            parse_target(&past.target).map_err(|e| format!("history[{index}]: {e}"))?;
+            let at = |problem: String| format!("history[{index}]: {problem}");
+            let target = parse_target(&past.target).map_err(at)?;
+            let parameters = steward_actions::parameters_from_json(&past.parameters).map_err(at)?;
+            steward_actions::validate(&past.action, target.kind(), &parameters)
+                .map_err(|e| at(e.to_string()))?;
             if !matches!(past.status.as_str(), "succeeded" | "failed") {
-                return Err(format!(
-                    "history[{index}]: status {:?} is not succeeded or failed",
+                return Err(at(format!(
+                    "status {:?} is not succeeded or failed",
                     past.status
+                )));
+            }
+            if past.minutes_ago < 0 {
+                return Err(at(format!("minutes_ago {} is negative", past.minutes_ago)));
+            }
+            if let Some(minutes) = past.resolved_after_minutes.filter(|minutes| *minutes < 0) {
+                return Err(at(format!("resolved_after_minutes {minutes} is negative")));
+            }
+        }
+        for (index, later) in self.alerts_since.iter().enumerate() {
+            if later.minutes_ago < 0 {
+                return Err(format!(
+                    "alerts_since[{index}]: minutes_ago {} is negative",
+                    later.minutes_ago
                 ));
             }
         }
@@ -219,7 +248,8 @@ impl Scenario {
     }
 }
 
-/// Loads every `*.yaml` file of `dir`, sorted by name, and checks each.
+/// Loads every `*.yaml` and `*.yml` file of `dir`, sorted by name, and
+/// checks each.
 ///
 /// # Errors
 /// Names the file and the problem.
@@ -228,12 +258,15 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<Scenario>> {
         .map_err(|e| anyhow::anyhow!("failed to read scenario folder {}: {e}", dir.display()))?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        })
         .collect();
     paths.sort();
     anyhow::ensure!(
         !paths.is_empty(),
-        "scenario folder {} has no .yaml files",
+        "scenario folder {} has no .yaml or .yml files",
         dir.display()
     );
 
@@ -328,5 +361,41 @@ expect: {acceptable: [restart_everything]}
             "{wrong_name}"
         );
         assert!(unknown.contains("restart_everything"), "{unknown}");
+    }
+
+    fn check_text(text: &str) -> Result<(), String> {
+        let scenario: Scenario = serde_yaml::from_str(text).expect("parses");
+        scenario.check("sample")
+    }
+
+    #[test]
+    fn check_rejects_impossible_history_and_labels() {
+        let base = "name: sample\nsummary: s\ncategory: workload\nwebhooks: [{}]\n";
+        let cases = [
+            (
+                "history: [{action: scale_deployment, target: deployment/shop/a, parameters: {replicas: lots}, minutes_ago: 3, status: succeeded}]\nexpect: {acceptable: [notify_only]}",
+                "history[0]: ",
+            ),
+            (
+                "history: [{action: scale_deployment, target: pod/shop/a, parameters: {replicas: 3}, minutes_ago: 3, status: succeeded}]\nexpect: {acceptable: [notify_only]}",
+                "history[0]: ",
+            ),
+            (
+                "history: [{action: restart_deployment, target: deployment/shop/a, minutes_ago: -30, status: succeeded}]\nexpect: {acceptable: [notify_only]}",
+                "minutes_ago -30 is negative",
+            ),
+            (
+                "expect: {acceptable: [drain_node], target: pod/shop/a}",
+                "drain_node does not apply to pod/shop/a",
+            ),
+            (
+                "expect: {acceptable: [notify_only], target: pod/Billing!!/x}",
+                "expect.target \"pod/Billing!!/x\"",
+            ),
+        ];
+        for (rest, expected) in cases {
+            let error = check_text(&format!("{base}{rest}")).expect_err(rest);
+            assert!(error.contains(expected), "{rest}: {error}");
+        }
     }
 }
