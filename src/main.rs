@@ -35,8 +35,8 @@ enum Command {
     Migrate,
     /// List the most recent actions, newest first.
     History {
-        /// Number of rows to show.
-        #[arg(long, default_value_t = 20)]
+        /// Number of rows to show, 1 to 10000.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         limit: i64,
     },
     /// List the proposals waiting for a person's approval.
@@ -58,8 +58,8 @@ enum Command {
     Eval(EvalArgs),
     /// List the most recent dead letters, newest first.
     DeadLetters {
-        /// Number of rows to show.
-        #[arg(long, default_value_t = 20)]
+        /// Number of rows to show, 1 to 10000.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         limit: i64,
     },
 }
