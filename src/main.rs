@@ -43,7 +43,7 @@ enum Command {
     Pending,
     /// Delete history older than a retention period (guard does it hourly).
     Prune {
-        /// Age of the oldest history kept, such as 90d; at least one hour,
+        /// Age of the oldest history kept, such as 90d; at least one day,
         /// because the cooldown and the detectors read the recent history.
         #[arg(long, value_parser = retention_age)]
         older_than: std::time::Duration,
@@ -192,9 +192,9 @@ fn humantime_duration(value: &str) -> Result<std::time::Duration, String> {
 
 fn retention_age(value: &str) -> Result<std::time::Duration, String> {
     let age = humantime_duration(value)?;
-    if age < std::time::Duration::from_secs(3600) {
+    if age < std::time::Duration::from_secs(24 * 3600) {
         return Err(format!(
-            "{value:?} would delete the recent history that the cooldown and the detectors read; keep at least 1h"
+            "{value:?} would delete the recent history that the cooldown and the detectors read; keep at least 1d"
         ));
     }
     Ok(age)
@@ -225,11 +225,11 @@ async fn settle(settle: &Settle, verb: &str) -> anyhow::Result<()> {
     let path = settle.token_file.display();
     let text = std::fs::read_to_string(&settle.token_file)
         .with_context(|| format!("while reading the token file {path}"))?;
-    let token = text.trim();
+    let token = text.trim_start_matches('\u{feff}').trim();
     if token.is_empty() {
         anyhow::bail!("the token file {path} is empty; put your approval token in it");
     }
-    if token.contains(char::is_whitespace) {
+    if token.contains(|c: char| c.is_whitespace() || c.is_control()) {
         anyhow::bail!(
             "the token file {path} must contain your approval token alone, on one line (the guard's token file has `TOKEN NAME` lines: give the CLI only the TOKEN)"
         );
@@ -255,6 +255,14 @@ async fn settle(settle: &Settle, verb: &str) -> anyhow::Result<()> {
         );
     }
     let text = |field: &str| body[field].as_str().unwrap_or("").to_owned();
+    if ["proposal_id", "verdict", "by"]
+        .iter()
+        .any(|field| text(field).is_empty())
+    {
+        anyhow::bail!(
+            "{url} answered {status} with a body that is not a guard's answer ({body}); check --guard-url"
+        );
+    }
     if body["repeated"].as_bool() == Some(true) {
         println!(
             "{} was already {} by {}",

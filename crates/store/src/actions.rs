@@ -180,6 +180,31 @@ impl DecisionTx {
         .map_err(StoreError::query("count recent approvals"))
     }
 
+    /// Takes the lock of the target's cluster (or, with `namespace`, of
+    /// that namespace) until the transaction ends, so that decisions on
+    /// different targets in one scope count and insert approvals in turn and
+    /// a rate limit holds under concurrent decisions. Callers take the
+    /// namespace lock before the cluster lock, after the target's, so two
+    /// transactions never wait for each other in a cycle.
+    ///
+    /// # Errors
+    /// Fails when the database is unreachable.
+    pub async fn lock_scope(&mut self, namespace: Option<&str>) -> Result<(), StoreError> {
+        let parts = [Some(self.target.cluster.as_str()), namespace];
+        let key = parts
+            .iter()
+            .flatten()
+            .map(|part| format!("{}:{part}", part.len()))
+            .collect::<Vec<_>>()
+            .join("/");
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))")
+            .bind(format!("scope/{key}"))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(StoreError::query("lock rate limit scope"))?;
+        Ok(())
+    }
+
     /// Returns whether Alertmanager has reported the alert instance as
     /// resolved.
     ///

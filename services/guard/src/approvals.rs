@@ -42,13 +42,15 @@ pub enum ApprovalError {
     #[error("proposal {0} was never pending")]
     Unknown(Uuid),
     /// It was settled the other way already.
-    #[error("proposal {proposal_id} was already {verdict} by {by}")]
+    #[error("proposal {proposal_id} was already {}", settled_text(.verdict, .by, .refusal.as_deref()))]
     AlreadySettled {
         /// Proposal id.
         proposal_id: Uuid,
         /// The verdict it got.
         verdict: String,
-        /// Who settled it: a person, or `timeout`.
+        /// The rule's reason when the guard rejected a person's approval.
+        refusal: Option<String>,
+        /// The person who settled it, or `timeout`.
         by: String,
     },
     /// A person approved it, but the guard's checks, run again, reject it
@@ -64,6 +66,32 @@ pub enum ApprovalError {
     #[error("failed to settle the proposal: {0}")]
     Unavailable(String),
 }
+
+/// Describes how a proposal was settled, for an error message.
+fn settled_text(verdict: &str, by: &str, refusal: Option<&str>) -> String {
+    match refusal {
+        Some(reason) => format!(
+            "rejected at approval: {by} approved it, but {}",
+            reason.trim_start_matches(REFUSAL_PREFIX)
+        ),
+        None => format!("{verdict} by {by}"),
+    }
+}
+
+/// Returns the rule's reason when the guard rejected a person's approval.
+fn refusal_of(event: &RemediationEvent) -> Option<String> {
+    let Some(remediation_event::Body::Rejected(decision)) = &event.body else {
+        return None;
+    };
+    decision
+        .reasons
+        .last()
+        .filter(|reason| reason.starts_with(REFUSAL_PREFIX))
+        .cloned()
+}
+
+/// Prefix of the reason of a rejected approval.
+const REFUSAL_PREFIX: &str = "rejected at approval: ";
 
 /// The result of a settlement that went the requested way.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +183,7 @@ impl Approvals {
                 return Err(ApprovalError::AlreadySettled {
                     proposal_id,
                     verdict: verdict.to_owned(),
+                    refusal: refusal_of(&event),
                     by: settled_by,
                 });
             }
@@ -279,7 +308,7 @@ impl Approvals {
         let mut reasons = decision.reasons.clone();
         reasons.push(note);
         if let Some((_, reason)) = &refusal {
-            reasons.push(format!("rejected at approval: {reason}"));
+            reasons.push(format!("{REFUSAL_PREFIX}{reason}"));
         }
         let settled = Decision {
             proposal: Some(proposal.clone()),
@@ -358,9 +387,12 @@ impl Approvals {
                     .await?;
                 Ok(Settled { by, repeated: true })
             }
-            store::Settled::Before { verdict, by, .. } => Err(ApprovalError::AlreadySettled {
+            store::Settled::Before { verdict, by, event } => Err(ApprovalError::AlreadySettled {
                 proposal_id: pending.proposal_id,
                 verdict,
+                refusal: RemediationEvent::decode(event.as_slice())
+                    .ok()
+                    .and_then(|event| refusal_of(&event)),
                 by,
             }),
             store::Settled::Unknown => Err(ApprovalError::Unknown(pending.proposal_id)),
@@ -442,6 +474,7 @@ impl ApproverTokens {
                 path.display()
             )
         })?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let mut tokens = HashMap::new();
         for (number, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -455,10 +488,15 @@ impl ApproverTokens {
                     number + 1
                 ));
             };
-            if tokens
-                .insert(token.to_owned(), name.trim().to_owned())
-                .is_some()
-            {
+            let name = name.trim();
+            if name == "timeout" {
+                return Err(format!(
+                    "approval token file {} line {}: the name `timeout` is reserved for proposals the approval timeout rejects; choose another",
+                    path.display(),
+                    number + 1
+                ));
+            }
+            if tokens.insert(token.to_owned(), name.to_owned()).is_some() {
                 return Err(format!(
                     "approval token file {} line {}: the token appears on an earlier line too",
                     path.display(),
@@ -675,5 +713,33 @@ async fn settle(
         Err(e @ ApprovalError::Unavailable(_)) => {
             error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApproverTokens;
+
+    fn load(text: &str) -> Result<ApproverTokens, String> {
+        let path = std::env::temp_dir().join(format!("steward-tokens-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, text).expect("token file");
+        let tokens = ApproverTokens::load(&path);
+        let _ = std::fs::remove_file(&path);
+        tokens
+    }
+
+    #[test]
+    fn token_file_skips_a_byte_order_mark() {
+        let tokens = load("\u{feff}secret-alice alice\n").expect("valid file");
+        assert_eq!(tokens.person("secret-alice"), Some("alice"));
+    }
+
+    #[test]
+    fn token_file_reserves_the_timeout_name() {
+        let error = load("secret-t timeout\n").expect_err("reserved name");
+        assert!(
+            error.contains("line 1: the name `timeout` is reserved"),
+            "{error}"
+        );
     }
 }

@@ -102,6 +102,7 @@ impl PolicyFlags {
         if let Some(cooldown) = self.cooldown {
             policy.cooldown = cooldown;
         }
+        policy.check_durations().map_err(anyhow::Error::msg)?;
         Ok(policy)
     }
 }

@@ -244,6 +244,14 @@ pub async fn evaluate_history(
     }
 
     let hour = Duration::from_secs(3600);
+    // Approvals on other targets of the scope count too: hold the scope
+    // until this decision commits, namespace first, then cluster.
+    if policy.max_actions_per_namespace_per_hour.is_some() {
+        tx.lock_scope(Some(&target.namespace)).await?;
+    }
+    if policy.max_actions_per_cluster_per_hour.is_some() {
+        tx.lock_scope(None).await?;
+    }
     if let Some(limit) = policy.max_actions_per_cluster_per_hour {
         let count = tx.approvals_within(hour, None).await?;
         if count >= limit {

@@ -36,6 +36,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let policy = config.policy.load()?;
+    let (field, lookback) = policy.longest_lookback();
+    anyhow::ensure!(
+        config.retention.is_zero() || config.retention >= lookback,
+        "--retention {} is shorter than the policy's {field} ({}), which reads the history that far back; keep at least that much, or 0s to keep everything",
+        humantime::format_duration(config.retention),
+        humantime::format_duration(lookback)
+    );
     let tokens = config
         .approval_token_file
         .as_deref()

@@ -13,6 +13,10 @@ use serde::Deserialize;
 use steward_actions::Risk;
 use steward_store::DetectorSettings;
 
+/// Maximum duration in a policy: one year. A longer one is a typing
+/// mistake, and a far longer one overflows Postgres's timestamps.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// The rules a proposal must pass.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -484,7 +488,58 @@ impl Policy {
                 return Err(format!("action {action:?} is not in the registry"));
             }
         }
+        policy.check_durations()?;
         Ok(policy)
+    }
+
+    /// Returns every duration of the policy with its field name.
+    fn durations(&self) -> [(&'static str, Duration); 8] {
+        let d = &self.detectors;
+        [
+            ("cooldown", self.cooldown),
+            ("approval.timeout", self.approval_timeout),
+            ("detectors.scale_window", d.scale_window),
+            ("detectors.thrashing_window", d.thrashing_window),
+            ("detectors.ineffective_window", d.ineffective_window),
+            ("detectors.settle", d.settle),
+            ("detectors.cascade_window", d.cascade_window),
+            ("detectors.failure_block", d.failure_block),
+        ]
+    }
+
+    /// Checks that every duration fits in the history's timestamps: none
+    /// may exceed [`MAX_DURATION`].
+    ///
+    /// # Errors
+    /// Names the first duration that is too long.
+    pub fn check_durations(&self) -> Result<(), String> {
+        for (field, value) in self.durations() {
+            if value > MAX_DURATION {
+                return Err(format!(
+                    "{field} is {}; it must be at most {}d",
+                    humantime::format_duration(value),
+                    MAX_DURATION.as_secs() / 86_400
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the longest time back that the cooldown and the detectors
+    /// read the history, and the field that sets it.
+    pub fn longest_lookback(&self) -> (&'static str, Duration) {
+        let d = &self.detectors;
+        [
+            ("cooldown", self.cooldown),
+            ("detectors.scale_window", d.scale_window),
+            ("detectors.thrashing_window", d.thrashing_window),
+            ("detectors.ineffective_window", d.ineffective_window),
+            ("detectors.cascade_window", d.cascade_window),
+            ("detectors.failure_block", d.failure_block),
+        ]
+        .into_iter()
+        .max_by_key(|(_, value)| *value)
+        .unwrap_or(("cooldown", self.cooldown))
     }
 
     /// Returns the confidence threshold of a risk level.
@@ -686,6 +741,21 @@ detectors:
     }
 
     #[test]
+    fn longest_lookback_names_its_field() {
+        let defaults = Policy::parse("").expect("defaults");
+        let custom = Policy::parse("cooldown: 3h").expect("valid file");
+
+        assert_eq!(
+            defaults.longest_lookback(),
+            ("detectors.ineffective_window", Duration::from_secs(7200))
+        );
+        assert_eq!(
+            custom.longest_lookback(),
+            ("cooldown", Duration::from_secs(3 * 3600))
+        );
+    }
+
+    #[test]
     fn weekly_window_runs_past_midnight() {
         let policy = Policy::parse(
             "freeze_windows: [{name: nightly, days: [fri], from_time: \"22:00\", until_time: \"06:00\"}]",
@@ -748,6 +818,12 @@ detectors:
         assert!(error.starts_with("detectors.scale_window is 0s"), "{error}");
         let error = Policy::parse("approval: {timeout: 0s}").expect_err("zero timeout");
         assert!(error.starts_with("approval.timeout is 0s"), "{error}");
+        let error = Policy::parse("cooldown: 1000000y").expect_err("too long");
+        assert!(error.starts_with("cooldown is 1000000years"), "{error}");
+        assert!(error.ends_with("it must be at most 366d"), "{error}");
+        let error =
+            Policy::parse("detectors: {scale_window: 300000y}").expect_err("too long a window");
+        assert!(error.starts_with("detectors.scale_window is"), "{error}");
         let error = Policy::parse("cooldown: -5m").expect_err("negative duration");
         assert!(error.contains("\"-5m\" is not a duration"), "{error}");
     }

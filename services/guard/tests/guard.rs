@@ -736,6 +736,38 @@ async fn person_approves_a_pending_proposal() {
 }
 
 #[tokio::test]
+async fn concurrent_approvals_respect_the_rate_limit() {
+    let (guard, api, dir) = guard_with_approvals(
+        "approval: {actions: [restart_deployment]}\nrate_limits: {per_namespace_per_hour: 2}\n",
+    )
+    .await;
+    let held: Vec<Proposal> = (1..=6)
+        .map(|n| proposal("restart_deployment", 0.95, &format!("web-{n}")))
+        .collect();
+    for proposal in &held {
+        guard.propose(proposal).await;
+    }
+    guard.wait_for_decisions(held.len()).await;
+
+    let answers = futures::future::join_all(
+        held.iter()
+            .map(|proposal| settle(&api, proposal, "approve", "secret-alice")),
+    )
+    .await;
+
+    let approved = answers.iter().filter(|(status, _)| *status == 200).count();
+    let refused = answers.iter().filter(|(status, _)| *status == 409).count();
+    assert_eq!((approved, refused), (2, 4), "{answers:?}");
+    let pool = guard.database.pool().await;
+    let actions: i64 = sqlx::query_scalar("SELECT count(*) FROM actions")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(actions, 2);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
 async fn malformed_approval_body_settles_nothing() {
     let (guard, api, dir) = guard_with_approvals("").await;
     let proposal = proposal("rollback_deployment", 0.95, "checkout");
@@ -814,7 +846,7 @@ async fn approval_runs_the_checks_again() {
 
     let (status, body) = settle(&api, &rollback, "approve", "secret-alice").await;
     let decisions = guard.wait_for_decisions(3).await;
-    let (again, _) = settle(&api, &rollback, "approve", "secret-alice").await;
+    let (again, again_body) = settle(&api, &rollback, "approve", "secret-bob").await;
 
     assert_eq!(decisions[0].0, Stage::Pending);
     assert_eq!(decisions[1].0, Stage::Approved);
@@ -835,6 +867,13 @@ async fn approval_runs_the_checks_again() {
         ]
     );
     assert_eq!(again, 409, "the rejection stands");
+    assert_eq!(
+        again_body["error"],
+        format!(
+            "proposal {} was already rejected at approval: alice approved it, but rate limit: 1 actions approved in namespace shop in the last hour; the limit is 1",
+            rollback.proposal_id
+        )
+    );
     let pool = guard.database.pool().await;
     let rollbacks: i64 =
         sqlx::query_scalar("SELECT count(*) FROM actions WHERE action = 'rollback_deployment'")
