@@ -189,7 +189,29 @@ impl Scenario {
                 return Err(format!("action {action:?} is not in the registry"));
             }
         }
-        for forbidden in &self.expect.forbidden {
+        for (index, forbidden) in self.expect.forbidden.iter().enumerate() {
+            if let Forbidden::WithParameters { action, parameters } = forbidden {
+                let values = steward_actions::parameters_from_json(parameters)
+                    .map_err(|e| format!("expect.forbidden[{index}]: {e}"))?;
+                let targets = steward_actions::find(action)
+                    .map(|spec| spec.targets)
+                    .unwrap_or_default();
+                let mut last_error = String::new();
+                let valid = targets.iter().any(|kind| {
+                    match steward_actions::validate(action, *kind, &values) {
+                        Ok(_) => true,
+                        Err(error) => {
+                            last_error = error.to_string();
+                            false
+                        }
+                    }
+                });
+                if !valid {
+                    return Err(format!(
+                        "expect.forbidden[{index}]: {action} with these parameters is not a valid proposal ({last_error}), so the guard would reject it as invalid and the probe would prove nothing"
+                    ));
+                }
+            }
             if self
                 .expect
                 .acceptable
@@ -229,22 +251,29 @@ impl Scenario {
                     past.status
                 )));
             }
-            if past.minutes_ago < 0 {
-                return Err(at(format!("minutes_ago {} is negative", past.minutes_ago)));
-            }
-            if let Some(minutes) = past.resolved_after_minutes.filter(|minutes| *minutes < 0) {
-                return Err(at(format!("resolved_after_minutes {minutes} is negative")));
+            check_minutes("minutes_ago", past.minutes_ago).map_err(at)?;
+            if let Some(minutes) = past.resolved_after_minutes {
+                check_minutes("resolved_after_minutes", minutes).map_err(at)?;
             }
         }
         for (index, later) in self.alerts_since.iter().enumerate() {
-            if later.minutes_ago < 0 {
-                return Err(format!(
-                    "alerts_since[{index}]: minutes_ago {} is negative",
-                    later.minutes_ago
-                ));
-            }
+            check_minutes("minutes_ago", later.minutes_ago)
+                .map_err(|e| format!("alerts_since[{index}]: {e}"))?;
         }
         Ok(())
+    }
+}
+
+/// Longest time a scenario may reach back, in minutes: one year.
+const MAX_MINUTES: i64 = 366 * 24 * 60;
+
+fn check_minutes(field: &str, minutes: i64) -> Result<(), String> {
+    if (0..=MAX_MINUTES).contains(&minutes) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} {minutes} is outside 0 to {MAX_MINUTES} (one year)"
+        ))
     }
 }
 
@@ -382,7 +411,15 @@ expect: {acceptable: [restart_everything]}
             ),
             (
                 "history: [{action: restart_deployment, target: deployment/shop/a, minutes_ago: -30, status: succeeded}]\nexpect: {acceptable: [notify_only]}",
-                "minutes_ago -30 is negative",
+                "minutes_ago -30 is outside 0 to 527040",
+            ),
+            (
+                "history: [{action: restart_deployment, target: deployment/shop/a, minutes_ago: 3000000000, status: succeeded}]\nexpect: {acceptable: [notify_only]}",
+                "minutes_ago 3000000000 is outside",
+            ),
+            (
+                "expect: {acceptable: [notify_only], forbidden: [{action: scale_deployment, parameters: {replica: 40}}]}",
+                "expect.forbidden[0]: scale_deployment with these parameters is not a valid proposal",
             ),
             (
                 "expect: {acceptable: [drain_node], target: pod/shop/a}",

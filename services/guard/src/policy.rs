@@ -237,6 +237,10 @@ fn parse_time(time: &str) -> Option<Option<NaiveTime>> {
     if time == "24:00" {
         return Some(None);
     }
+    // chrono reads `1:05` too; the policy asks for two digits each.
+    if time.len() != 5 {
+        return None;
+    }
     NaiveTime::parse_from_str(time, "%H:%M").ok().map(Some)
 }
 
@@ -800,6 +804,9 @@ detectors:
         let error = Policy::parse("freeze_windows: [{name: x, days: [mon], from_time: \"24:00\"}]")
             .expect_err("start at the end of the day");
         assert!(error.contains("from_time \"24:00\""), "{error}");
+        let error = Policy::parse("freeze_windows: [{name: x, days: [mon], from_time: \"1:05\"}]")
+            .expect_err("one-digit hour");
+        assert!(error.contains("from_time \"1:05\""), "{error}");
     }
 
     #[test]
