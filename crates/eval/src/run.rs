@@ -279,7 +279,7 @@ impl Evaluator {
         scenario: &Scenario,
         cluster: &str,
     ) -> anyhow::Result<Outcome> {
-        let context = |e: anyhow::Error| anyhow::anyhow!("scenario {}: {e}", scenario.name);
+        let context = |e: anyhow::Error| anyhow::anyhow!("scenario {}: {e:#}", scenario.name);
         let firing = prepare(database, scenario, cluster).await?;
 
         let candidates = candidates_of(&firing);
@@ -451,7 +451,7 @@ async fn prepare(
     scenario: &Scenario,
     cluster: &str,
 ) -> anyhow::Result<Vec<AlertEvent>> {
-    let context = |e: anyhow::Error| anyhow::anyhow!("scenario {}: {e}", scenario.name);
+    let context = |e: anyhow::Error| anyhow::anyhow!("scenario {}: {e:#}", scenario.name);
     let firing = record_alerts(database.store(), scenario, cluster)
         .await
         .map_err(context)?;
