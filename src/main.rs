@@ -94,6 +94,12 @@ async fn eval(args: &EvalArgs, database_url: &str) -> anyhow::Result<()> {
         Some(path) => steward_guard::Policy::load(path).map_err(|e| anyhow::anyhow!(e))?,
         None => steward_guard::Policy::default(),
     };
+    if let Some(window) = policy.freeze(chrono::Utc::now()) {
+        eprintln!(
+            "steward: freeze window {} is in effect now, so the guard approves nothing but escalation; the figures differ outside it",
+            window.name
+        );
+    }
     let results = steward_eval::evaluate(
         database_url,
         &scenarios,
