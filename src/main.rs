@@ -203,6 +203,11 @@ fn retention_age(value: &str) -> Result<std::time::Duration, String> {
             "{value:?} would delete the recent history that the cooldown and the detectors read; keep at least 1d"
         ));
     }
+    if age > std::time::Duration::from_secs(36_500 * 86_400) {
+        return Err(format!(
+            "{value:?} is longer than 36500d, which deletes nothing"
+        ));
+    }
     Ok(age)
 }
 

@@ -125,6 +125,11 @@ fn retention(value: &str) -> Result<Duration, String> {
             "{value:?} would delete the recent history that the cooldown and the detectors read; use 0s to keep everything, or at least 1h"
         ));
     }
+    if age > Duration::from_secs(36_500 * 86_400) {
+        return Err(format!(
+            "{value:?} is longer than 36500d; use 0s to keep everything"
+        ));
+    }
     Ok(age)
 }
 
@@ -141,6 +146,7 @@ mod command_line_tests {
     fn retention_keeps_at_least_an_hour() {
         assert_eq!(super::retention("0s"), Ok(std::time::Duration::ZERO));
         assert!(super::retention("30m").is_err());
+        assert!(super::retention("1000000y").is_err());
         assert_eq!(
             super::retention("2h"),
             Ok(std::time::Duration::from_secs(7200))
