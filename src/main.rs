@@ -271,7 +271,7 @@ async fn settle(settle: &Settle, verb: &str) -> anyhow::Result<()> {
         .any(|field| text(field).is_empty())
     {
         anyhow::bail!(
-            "{url} answered {status} with a body that is not a guard's answer ({body}); check --guard-url"
+            "{url} responded {status} with a body that is not a guard's response ({body}); check --guard-url"
         );
     }
     if body["repeated"].as_bool() == Some(true) {

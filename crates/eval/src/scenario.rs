@@ -264,7 +264,7 @@ impl Scenario {
     }
 }
 
-/// Longest time a scenario may reach back, in minutes: one year.
+/// Maximum time a scenario may reach back, in minutes: one year.
 const MAX_MINUTES: i64 = 366 * 24 * 60;
 
 fn check_minutes(field: &str, minutes: i64) -> Result<(), String> {

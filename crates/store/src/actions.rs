@@ -22,14 +22,18 @@ pub struct TargetKey {
 impl TargetKey {
     /// Returns the text that keys the per-target advisory lock.
     fn lock_key(&self) -> String {
-        // Each part is prefixed with its length, so distinct targets never
-        // produce the same text whatever characters the parts contain.
-        [&self.cluster, &self.namespace, &self.kind, &self.name]
-            .iter()
-            .map(|part| format!("{}:{part}", part.len()))
-            .collect::<Vec<_>>()
-            .join("/")
+        length_prefixed(&[&self.cluster, &self.namespace, &self.kind, &self.name])
     }
+}
+
+/// Joins `parts` with each prefixed by its length, so that distinct lists
+/// never produce the same text whatever characters the parts contain.
+fn length_prefixed(parts: &[&str]) -> String {
+    parts
+        .iter()
+        .map(|part| format!("{}:{part}", part.len()))
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// The latest earlier action of a kind on a target.
@@ -183,20 +187,18 @@ impl DecisionTx {
     /// Takes the lock of the target's cluster (or, with `namespace`, of
     /// that namespace) until the transaction ends, so that decisions on
     /// different targets in one scope count and insert approvals in turn and
-    /// a rate limit holds under concurrent decisions. Callers take the
-    /// namespace lock before the cluster lock, after the target's, so two
-    /// transactions never wait for each other in a cycle.
+    /// a rate limit holds under concurrent decisions. Callers must take the
+    /// namespace lock before the cluster lock (the target's lock comes first,
+    /// from `begin_decision`): in that order no two transactions can wait for
+    /// each other in a cycle.
     ///
     /// # Errors
     /// Fails when the database is unreachable.
     pub async fn lock_scope(&mut self, namespace: Option<&str>) -> Result<(), StoreError> {
-        let parts = [Some(self.target.cluster.as_str()), namespace];
-        let key = parts
-            .iter()
-            .flatten()
-            .map(|part| format!("{}:{part}", part.len()))
-            .collect::<Vec<_>>()
-            .join("/");
+        let key = match namespace {
+            Some(namespace) => length_prefixed(&[&self.target.cluster, namespace]),
+            None => length_prefixed(&[&self.target.cluster]),
+        };
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))")
             .bind(format!("scope/{key}"))
             .execute(&mut *self.tx)

@@ -434,14 +434,11 @@ async fn drain_waits_for_a_disruption_budget() {
     assert!(!pod_exists(&fake, "shop", "web-1"));
 }
 
-#[tokio::test]
-async fn drain_blocked_until_timeout_fails_and_stays_cordoned() {
-    let fake = FakeKube::start().await.expect("fake API");
-    seed_blocked_drain(&fake);
+/// Drains node n1 live with a 30s timeout, the shortest the registry
+/// allows, and a 5s grace period.
+async fn drain_with_shortest_timeout(fake: &FakeKube) -> Report {
     let executor = Executor::new(Some(fake.client()), Mode::Live);
-
-    // 30 seconds is the shortest timeout the registry allows.
-    let report = within(
+    within(
         Duration::from_secs(60),
         "the drain did not give up at its 30s timeout",
         run(
@@ -451,7 +448,14 @@ async fn drain_blocked_until_timeout_fails_and_stays_cordoned() {
             drain_params(30, 5),
         ),
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn drain_blocked_until_timeout_fails_and_stays_cordoned() {
+    let fake = FakeKube::start().await.expect("fake API");
+    seed_blocked_drain(&fake);
+    let report = drain_with_shortest_timeout(&fake).await;
 
     assert!(!report.succeeded, "{report:?}");
     assert!(
@@ -544,19 +548,7 @@ async fn drain_waits_for_evicted_pods_to_terminate() {
 async fn drain_fails_while_an_evicted_pod_keeps_terminating() {
     let fake = FakeKube::start().await.expect("fake API");
     seed_slow_termination(&fake);
-    let executor = Executor::new(Some(fake.client()), Mode::Live);
-
-    let report = within(
-        Duration::from_secs(60),
-        "the drain did not give up at its 30s timeout",
-        run(
-            &executor,
-            "drain_node",
-            &node_target("n1"),
-            drain_params(30, 5),
-        ),
-    )
-    .await;
+    let report = drain_with_shortest_timeout(&fake).await;
 
     assert!(!report.succeeded, "{report:?}");
     assert!(

@@ -93,6 +93,19 @@ fn refusal_of(event: &RemediationEvent) -> Option<String> {
 /// Prefix of the reason of a rejected approval.
 const REFUSAL_PREFIX: &str = "rejected at approval: ";
 
+/// Approver name recorded when the approval timeout rejects a proposal;
+/// the token file may not give it to a person.
+const TIMEOUT_APPROVER: &str = "timeout";
+
+/// Returns the stage of a settlement: approved or rejected.
+fn settled_stage(approved: bool) -> Stage {
+    if approved {
+        Stage::Approved
+    } else {
+        Stage::Rejected
+    }
+}
+
 /// The result of a settlement that went the requested way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settled {
@@ -146,7 +159,7 @@ impl Approvals {
     ) -> Result<Settled, ApprovalError> {
         let unavailable =
             |error: &dyn std::error::Error| ApprovalError::Unavailable(error.to_string());
-        let wanted = if approve { "approved" } else { "rejected" };
+        let requested = settled_stage(approve).as_str();
         let Some(pending) = self
             .store
             .pending_decision(proposal_id)
@@ -179,7 +192,7 @@ impl Approvals {
                 Some(remediation_event::Body::Rejected(_)) => "rejected",
                 _ => "pending",
             };
-            if verdict != wanted {
+            if verdict != requested {
                 return Err(ApprovalError::AlreadySettled {
                     proposal_id,
                     verdict: verdict.to_owned(),
@@ -195,9 +208,9 @@ impl Approvals {
             });
         };
         let note = if comment.is_empty() {
-            format!("{wanted} by {by}")
+            format!("{requested} by {by}")
         } else {
-            format!("{wanted} by {by}: {comment}")
+            format!("{requested} by {by}: {comment}")
         };
         self.settle_pending(&pending, approve, by, note).await
     }
@@ -237,7 +250,10 @@ impl Approvals {
                 "no one approved within {}; rejected",
                 humantime::format_duration(self.policy.approval_timeout)
             );
-            match self.settle_pending(&pending, false, "timeout", note).await {
+            match self
+                .settle_pending(&pending, false, TIMEOUT_APPROVER, note)
+                .await
+            {
                 Ok(_) | Err(ApprovalError::AlreadySettled { .. }) => {}
                 Err(error) => return Err(error),
             }
@@ -294,17 +310,9 @@ impl Approvals {
                 .await
                 .map_err(unavailable)?;
         }
-        let wanted = if approve {
-            Stage::Approved
-        } else {
-            Stage::Rejected
-        };
+        let requested = settled_stage(approve);
         let approved = approve && refusal.is_none();
-        let stage = if approved {
-            Stage::Approved
-        } else {
-            Stage::Rejected
-        };
+        let stage = settled_stage(approved);
         let mut reasons = decision.reasons.clone();
         reasons.push(note);
         if let Some((_, reason)) = &refusal {
@@ -352,7 +360,7 @@ impl Approvals {
             store::Settled::Now => {
                 let rule = match (&refusal, by) {
                     (Some((rule, _)), _) => *rule,
-                    (None, "timeout") => "approval_timeout",
+                    (None, TIMEOUT_APPROVER) => "approval_timeout",
                     (None, _) => "person",
                 };
                 self.metrics
@@ -382,7 +390,7 @@ impl Approvals {
                     }),
                 }
             }
-            store::Settled::Before { verdict, event, by } if verdict == wanted.as_str() => {
+            store::Settled::Before { verdict, event, by } if verdict == requested.as_str() => {
                 self.publish(&pending.cluster, pending.proposal_id, event)
                     .await?;
                 Ok(Settled { by, repeated: true })
@@ -489,7 +497,7 @@ impl ApproverTokens {
                 ));
             };
             let name = name.trim();
-            if name == "timeout" {
+            if name == TIMEOUT_APPROVER {
                 return Err(format!(
                     "approval token file {} line {}: the name `timeout` is reserved for proposals the approval timeout rejects; choose another",
                     path.display(),
@@ -701,7 +709,7 @@ async fn settle(
     {
         Ok(settled) => Json(json!({
             "proposal_id": proposal_id,
-            "verdict": if approve { "approved" } else { "rejected" },
+            "verdict": settled_stage(approve).as_str(),
             "by": settled.by,
             "repeated": settled.repeated,
         }))

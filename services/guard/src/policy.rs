@@ -237,7 +237,7 @@ fn parse_time(time: &str) -> Option<Option<NaiveTime>> {
     if time == "24:00" {
         return Some(None);
     }
-    // chrono reads `1:05` too; the policy asks for two digits each.
+    // chrono also accepts `1:05`, but the policy requires two digits each.
     if time.len() != 5 {
         return None;
     }
@@ -496,16 +496,15 @@ impl Policy {
         Ok(policy)
     }
 
-    /// Returns every duration of the policy with its field name.
-    fn durations(&self) -> [(&'static str, Duration); 8] {
+    /// Returns the durations that say how far back the cooldown and the
+    /// detectors read the history, with their field names.
+    fn lookbacks(&self) -> [(&'static str, Duration); 6] {
         let d = &self.detectors;
         [
             ("cooldown", self.cooldown),
-            ("approval.timeout", self.approval_timeout),
             ("detectors.scale_window", d.scale_window),
             ("detectors.thrashing_window", d.thrashing_window),
             ("detectors.ineffective_window", d.ineffective_window),
-            ("detectors.settle", d.settle),
             ("detectors.cascade_window", d.cascade_window),
             ("detectors.failure_block", d.failure_block),
         ]
@@ -517,7 +516,11 @@ impl Policy {
     /// # Errors
     /// Names the first duration that is too long.
     pub fn check_durations(&self) -> Result<(), String> {
-        for (field, value) in self.durations() {
+        let others = [
+            ("approval.timeout", self.approval_timeout),
+            ("detectors.settle", self.detectors.settle),
+        ];
+        for (field, value) in self.lookbacks().into_iter().chain(others) {
             if value > MAX_DURATION {
                 return Err(format!(
                     "{field} is {}; it must be at most {}d",
@@ -532,18 +535,10 @@ impl Policy {
     /// Returns the longest time back that the cooldown and the detectors
     /// read the history, and the field that sets it.
     pub fn longest_lookback(&self) -> (&'static str, Duration) {
-        let d = &self.detectors;
-        [
-            ("cooldown", self.cooldown),
-            ("detectors.scale_window", d.scale_window),
-            ("detectors.thrashing_window", d.thrashing_window),
-            ("detectors.ineffective_window", d.ineffective_window),
-            ("detectors.cascade_window", d.cascade_window),
-            ("detectors.failure_block", d.failure_block),
-        ]
-        .into_iter()
-        .max_by_key(|(_, value)| *value)
-        .unwrap_or(("cooldown", self.cooldown))
+        self.lookbacks()
+            .into_iter()
+            .max_by_key(|(_, value)| *value)
+            .unwrap_or(("cooldown", self.cooldown))
     }
 
     /// Returns the confidence threshold of a risk level.

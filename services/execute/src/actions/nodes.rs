@@ -20,7 +20,8 @@ const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
 /// usually by a PodDisruptionBudget. `kubectl drain` waits as long.
 const EVICTION_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Time between two looks at the node while evicted pods terminate.
+/// Interval between two listings of the node's pods while evicted pods
+/// terminate.
 const TERMINATION_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Marks the node unschedulable (cordon) or schedulable again (uncordon)
@@ -81,7 +82,6 @@ pub(super) async fn set_schedulable(ctx: &Ctx<'_>, schedulable: bool) -> Result<
 }
 
 /// A pod on the node being drained.
-#[derive(Clone)]
 struct NodePod {
     namespace: String,
     name: String,
